@@ -1,0 +1,102 @@
+"""silver/flows_attributed: each record's remote IP attributed to the workload that held it
+at the record's first_start_ms, by one as-of join.
+
+Order of trust: a heartbeat range, then an event range, then (only for an
+address no range ever named) the CIDR classes of conf; anything else is
+``unattributed`` — never a guess. In particular an address inside internal
+space with no owner at that time, a heartbeat conflict, and an address that
+had owners at other times but none then, are all unattributed.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from flowlake.jobs.asof import asof_join
+from flowlake.jobs.config import AttributionParams
+from flowlake.jobs.ips import cidr_class_col
+from flowlake.jobs.ownership import SOURCE_EVENT, SOURCE_HEARTBEAT
+from flowlake.jobs.ranges import BEFORE_ALL, OPEN_END, covering, elementary_segments, merge_adjacent
+
+ATTR_HEARTBEAT = SOURCE_HEARTBEAT
+ATTR_EVENT = SOURCE_EVENT
+ATTR_CIDR = "cidr"
+ATTR_UNATTRIBUTED = "unattributed"
+SOURCE_PRIORITY = {SOURCE_HEARTBEAT: 0, SOURCE_EVENT: 1}
+LOOKUP_DDL = "ip string, ts_ms bigint, workload string, source string, kind string, availability_zone string"
+_OWNER_COLS = ["workload", "source", "kind", "availability_zone"]
+
+
+def ownership_timeline(ownership: DataFrame) -> DataFrame:
+    """Disjoint per-ip segments of the trusted owner: heartbeat over event where both cover a time."""
+    ranges = ownership.withColumn("valid_to_ms", F.coalesce("valid_to_ms", F.lit(OPEN_END)))
+    segs = elementary_segments(ranges, key="ip", start="valid_from_ms", end="valid_to_ms")
+    cov = covering(segs, ranges, key="ip", start="valid_from_ms", end="valid_to_ms")
+    priority = F.create_map(*[x for k, v in SOURCE_PRIORITY.items() for x in (F.lit(k), F.lit(v))])
+    best = cov.groupBy("ip", "seg_from", "seg_to").agg(
+        F.min_by(F.struct(*_OWNER_COLS), priority[F.col("source")]).alias("o")
+    )
+    return merge_adjacent(best.select("ip", "seg_from", "seg_to", "o.*"), key="ip", same=_OWNER_COLS)
+
+
+def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: AttributionParams) -> DataFrame:
+    """Change points (LOOKUP_DDL) for the as-of join.
+
+    Each owned segment starts a point and its end (if any) starts a point with
+    no owner; every address with any range gets a no-owner point before all
+    time; addresses no range names get one point before all time with their
+    CIDR class (``cidr``) or none (internal space: ``unattributed``).
+    """
+    timeline = ownership_timeline(ownership)
+    starts = timeline.select("ip", F.col("valid_from").alias("ts_ms"), *_OWNER_COLS)
+    no_owner = [F.lit(None).cast("string").alias(c) for c in ("workload",)] + [
+        F.lit(ATTR_UNATTRIBUTED).alias("source"), F.lit(None).cast("string").alias("kind"),
+        F.lit(None).cast("string").alias("availability_zone"),
+    ]
+    ends = timeline.where(F.col("valid_to") < OPEN_END).select("ip", F.col("valid_to").alias("ts_ms"), *no_owner)
+    known = ownership.select("ip").distinct()
+    before_all = known.select("ip", F.lit(BEFORE_ALL).alias("ts_ms"), *no_owner)
+    unknown = remote_ips.select(F.col("remote_ip").alias("ip")).distinct().join(known, "ip", "left_anti")
+    cls = cidr_class_col("ip", classes=params.cidr_classes)
+    by_cidr = unknown.select(
+        "ip", F.lit(BEFORE_ALL).alias("ts_ms"), cls.alias("workload"),
+    ).select(
+        "ip", "ts_ms", "workload",
+        F.when(F.col("workload").isNotNull(), F.lit(ATTR_CIDR)).otherwise(F.lit(ATTR_UNATTRIBUTED)).alias("source"),
+        F.when(F.col("workload").isNotNull(), F.lit("external")).alias("kind"),
+        F.lit(None).cast("string").alias("availability_zone"),
+    )
+    return starts.unionByName(ends).unionByName(before_all).unionByName(by_cidr)
+
+
+def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, broadcast: bool,
+            bucket_ms: int) -> DataFrame:
+    right = points.withColumnRenamed("ip", ip_col)
+    return asof_join(
+        flows, right, on=ip_col, left_ts="first_start_ms", right_ts="ts_ms", right_prefix=prefix,
+        # at one instant an owner's start beats another's end marker
+        tie_breaker=[F.col("workload").isNull().asc(), F.col("source").asc()],
+        broadcast_right=broadcast, bucket_ms=bucket_ms,
+    )
+
+
+def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionParams,
+              broadcast: bool = True, bucket_ms: int = 3_600_000) -> DataFrame:
+    """Attributed flows: every input column plus local_workload_resolved, remote_workload,
+    remote_attribution, remote_availability_zone and remote_kind."""
+    points = lookup_points(ownership, flows.select("remote_ip"), params=params)
+    remote = _lookup(flows, points, ip_col="remote_ip", prefix="_r_", broadcast=broadcast, bucket_ms=bucket_ms)
+    both = _lookup(remote, points, ip_col="local_ip", prefix="_l_", broadcast=broadcast, bucket_ms=bucket_ms)
+    attributed = F.col("_r_workload").isNotNull() & F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT, ATTR_CIDR)
+    owned = F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT)
+    local_owned = F.col("_l_source").isin(ATTR_HEARTBEAT, ATTR_EVENT)
+    out = both.select(
+        *flows.columns,
+        F.coalesce("local_workload", F.when(local_owned, F.col("_l_workload"))).alias("local_workload_resolved"),
+        F.when(attributed, F.col("_r_workload")).alias("remote_workload"),
+        F.when(attributed, F.col("_r_source")).otherwise(F.lit(ATTR_UNATTRIBUTED)).alias("remote_attribution"),
+        F.when(owned, F.col("_r_availability_zone")).alias("remote_availability_zone"),
+        F.when(attributed, F.col("_r_kind")).alias("remote_kind"),
+    )
+    return out

@@ -1,0 +1,246 @@
+"""silver/ip_ownership: who held each IP address when, from heartbeats and from tracker events.
+
+Heartbeats. Every raw record says: workload W on instance I held ``local_ip``
+at ``first_start_ms`` (the start of the record's earliest connection, which
+that side established). Evidence points of one owner for one IP that follow
+each other within ``heartbeat_max_gap_ms`` form a run, and the run's range is
+[first point - tolerance, last point + tolerance) where tolerance is
+``handshake_tolerance_ms`` (the other side of a connection sees its start a
+few ms off). The interval bounds of a record are not used: they are looser
+than the evidence. Where ranges of two owners of one IP overlap, nobody is
+proven: the overlap is removed from both and reported as a conflict.
+
+Events. Per IP, in event-time order (never arrival order), with duplicates
+removed: an assign starts a holding by (workload, instance_id); the next
+assign to another holder, or an unassign of this holder (same instance_id,
+or none given), ends it. Since the tracker's event_ms lags the true change by
+up to ``event_lag_margin_ms``, a range [assign, next change - margin) is
+certain; the rest is doubt. An unassign of an earlier holder that arrives
+out of order is ignored; an assign without an unassign (a lost event) is
+ended by the next assign. An event range is never trusted where a heartbeat
+shows another workload on the address: it is cut there.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
+from flowlake.jobs.config import AttributionParams
+from flowlake.jobs.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
+
+SOURCE_HEARTBEAT = "heartbeat"
+SOURCE_EVENT = "event"
+
+OWNERSHIP_COLUMNS = [
+    "ip", "workload", "valid_from_ms", "valid_to_ms", "source",
+    "instance_id", "kind", "region", "availability_zone",
+]
+OWNERSHIP_DDL = (
+    "ip string, workload string, valid_from_ms bigint, valid_to_ms bigint, source string, "
+    "instance_id string, kind string, region string, availability_zone string"
+)
+CONFLICT_DDL = "ip string, valid_from_ms bigint, valid_to_ms bigint, owners array<string>"
+_EVENT_RANGE_DDL = (
+    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
+    "valid_from_ms bigint, valid_to_ms bigint"
+)
+
+
+def evidence_pad_ms(params: AttributionParams) -> int:
+    """How far outside a window heartbeat evidence still matters to ranges inside it."""
+    return params.heartbeat_max_gap_ms + 2 * params.handshake_tolerance_ms
+
+
+# --------------------------------------------------------------------------- heartbeats
+
+def heartbeat_evidence(flows: DataFrame) -> DataFrame:
+    """Per (ip, owner, interval): the first and last evidence time of the owner holding the ip."""
+    return (
+        flows.where(F.col("local_workload").isNotNull())
+        .groupBy(
+            F.col("local_ip").alias("ip"),
+            F.col("local_workload").alias("workload"),
+            "instance_id",
+            "interval_start_ms",
+        )
+        .agg(
+            F.min("first_start_ms").alias("first_ms"),
+            F.max("first_start_ms").alias("last_ms"),
+            F.first("region", ignorenulls=True).alias("region"),
+            F.first("availability_zone", ignorenulls=True).alias("availability_zone"),
+        )
+    )
+
+
+def heartbeat_runs(evidence: DataFrame, *, params: AttributionParams) -> DataFrame:
+    """Runs of one owner's evidence on one ip (gaps <= max gap), padded by the tolerance."""
+    w = Window.partitionBy("ip").orderBy("first_ms", "workload", "instance_id")
+    prev_last = F.max("last_ms").over(w.rowsBetween(Window.unboundedPreceding, -1))
+    new_run = (
+        F.lag("workload").over(w).isNull()
+        | (F.lag("workload").over(w) != F.col("workload"))
+        | (F.lag("instance_id").over(w) != F.col("instance_id"))
+        | (F.col("first_ms") - prev_last > params.heartbeat_max_gap_ms)
+    )
+    tol = params.handshake_tolerance_ms
+    return (
+        evidence.withColumn("_run", F.sum(new_run.cast("int")).over(w))
+        .groupBy("ip", "_run", "workload", "instance_id")
+        .agg(
+            (F.min("first_ms") - tol).alias("valid_from_ms"),
+            (F.max("last_ms") + tol).alias("valid_to_ms"),
+            F.first("region", ignorenulls=True).alias("region"),
+            F.first("availability_zone", ignorenulls=True).alias("availability_zone"),
+        )
+        .drop("_run")
+    )
+
+
+def resolve_heartbeat_conflicts(runs: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Remove overlaps of different owners from heartbeat runs.
+
+    Returns (ranges, conflicts): ranges have one owner each and do not overlap
+    within an ip; conflicts are the spans where several owners claimed the ip.
+    """
+    segs = elementary_segments(runs, key="ip", start="valid_from_ms", end="valid_to_ms")
+    cov = covering(segs, runs, key="ip", start="valid_from_ms", end="valid_to_ms")
+    owner = F.concat_ws("/", "workload", "instance_id")
+    per_seg = cov.groupBy("ip", "seg_from", "seg_to").agg(
+        F.count_distinct(owner).alias("n_owners"),
+        F.sort_array(F.collect_set(owner)).alias("owners"),
+        F.first("workload").alias("workload"),
+        F.first("instance_id").alias("instance_id"),
+        F.first("region").alias("region"),
+        F.first("availability_zone").alias("availability_zone"),
+    )
+    owned = merge_adjacent(
+        per_seg.where("n_owners = 1"),
+        key="ip",
+        same=["workload", "instance_id", "region", "availability_zone"],
+    )
+    conflicts = merge_adjacent(per_seg.where("n_owners > 1").select("ip", "seg_from", "seg_to", "owners"),
+                               key="ip", same=["owners"])
+    ranges = owned.select(
+        "ip", "workload",
+        F.col("valid_from").alias("valid_from_ms"), F.col("valid_to").alias("valid_to_ms"),
+        F.lit(SOURCE_HEARTBEAT).alias("source"), "instance_id",
+        F.lit("instance").alias("kind"), "region", "availability_zone",
+    )
+    return ranges, conflicts.select(
+        "ip", F.col("valid_from").alias("valid_from_ms"), F.col("valid_to").alias("valid_to_ms"), "owners"
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int) -> pd.DataFrame:
+    """Holding ranges of one ip from its (deduplicated) events; pure Python, unit-testable.
+
+    ``events`` has the contract's event columns. Returns _EVENT_RANGE_DDL rows
+    with valid_to_ms = None for a holding still open after the last event.
+    """
+    order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
+    order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
+    out: list[dict] = []
+    current: dict | None = None
+
+    def close(at_ms: int) -> None:
+        end = at_ms - lag_margin_ms
+        if current is not None and end > current["valid_from_ms"]:
+            out.append({**current, "valid_to_ms": end})
+
+    for ev in order.itertuples(index=False):
+        inst, workload = _text(ev.instance_id), _text(ev.workload)
+        if ev.action == ACTION_ASSIGN:
+            if workload is None:
+                continue  # an assign must name a workload; ingest quarantines such rows
+            if current is not None and current["workload"] == workload and current["instance_id"] == inst:
+                continue  # the same holder again (refresh or duplicate)
+            if current is not None:
+                close(ev.event_ms)
+            current = {
+                "ip": ev.ip, "workload": workload, "instance_id": inst, "kind": _text(ev.kind),
+                "region": _text(ev.region), "availability_zone": _text(ev.availability_zone),
+                "valid_from_ms": int(ev.event_ms),
+            }
+        elif ev.action == ACTION_UNASSIGN and current is not None:
+            if inst is None or current["instance_id"] is None or inst == current["instance_id"]:
+                close(ev.event_ms)
+                current = None
+            # else: the unassign of an earlier holder, arriving after the next assign: ignored
+    if current is not None:
+        out.append({**current, "valid_to_ms": None})
+    cols = [c.split()[0] for c in _EVENT_RANGE_DDL.split(", ")]
+    return pd.DataFrame(out, columns=cols)
+
+
+def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:
+    """Holding ranges from assignment events (see module doc)."""
+    deduped = events.dropDuplicates(["ip", "action", "event_ms", "workload", "instance_id"])
+    margin = params.event_lag_margin_ms
+
+    def per_ip(pdf: pd.DataFrame) -> pd.DataFrame:
+        return event_ranges_for_ip(pdf, lag_margin_ms=margin)
+
+    return deduped.groupBy("ip").applyInPandas(per_ip, schema=_EVENT_RANGE_DDL)
+
+
+def cut_events_by_heartbeats(events: DataFrame, runs: DataFrame) -> DataFrame:
+    """Trim each event range where a heartbeat run of another workload overlaps it.
+
+    The range starts after any other-workload run covering its start and ends
+    where the next other-workload run begins.
+    """
+    e = events.withColumn("_eid", F.monotonically_increasing_id()).withColumn(
+        "_to", F.coalesce("valid_to_ms", F.lit(OPEN_END))
+    )
+    h = runs.select(
+        F.col("ip").alias("h_ip"), F.col("workload").alias("h_workload"),
+        F.col("valid_from_ms").alias("h_from"), F.col("valid_to_ms").alias("h_to"),
+    )
+    overlaps = e.join(
+        h,
+        on=(F.col("ip") == F.col("h_ip")) & (F.col("workload") != F.col("h_workload"))
+        & (F.col("h_from") < F.col("_to")) & (F.col("h_to") > F.col("valid_from_ms")),
+        how="inner",
+    )
+    cuts = overlaps.groupBy("_eid").agg(
+        F.max(F.when(F.col("h_from") <= F.col("valid_from_ms"), F.col("h_to"))).alias("_new_from"),
+        F.min(F.when(F.col("h_from") > F.col("valid_from_ms"), F.col("h_from"))).alias("_cut"),
+    )
+    cut = e.join(cuts, on="_eid", how="left")
+    new_from = F.greatest("valid_from_ms", F.coalesce("_new_from", "valid_from_ms"))
+    new_to = F.least("_to", F.coalesce("_cut", F.lit(OPEN_END)))
+    return (
+        cut.withColumn("valid_from_ms", new_from)
+        .withColumn("_to", new_to)
+        .where(F.col("valid_from_ms") < F.col("_to"))
+        .withColumn("valid_to_ms", F.when(F.col("_to") == OPEN_END, None).otherwise(F.col("_to")))
+        .drop("_eid", "_to", "_new_from", "_cut")
+    )
+
+
+# --------------------------------------------------------------------------- the job
+
+def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> tuple[DataFrame, DataFrame]:
+    """Ownership ranges (OWNERSHIP_DDL) and heartbeat conflicts (CONFLICT_DDL).
+
+    ``flows`` are bronze rows (the heartbeats: give the window padded by
+    :func:`evidence_pad_ms`); ``events`` are all known IP events (canonical ips).
+    Heartbeat ranges do not overlap within an ip, nor do event ranges; a
+    heartbeat and an event range may overlap only when they name the same workload.
+    """
+    runs = heartbeat_runs(heartbeat_evidence(flows), params=params)
+    hb, conflicts = resolve_heartbeat_conflicts(runs)
+    ev = cut_events_by_heartbeats(event_ranges(events, params=params), runs).select(
+        "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
+        "instance_id", "kind", "region", "availability_zone",
+    )
+    return hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts
