@@ -1,0 +1,39 @@
+"""`flowlake capture run|doctor`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group()
+def capture() -> None:
+    """The capture sidecar: exact TCP flow records from the kernel to S3."""
+
+
+@capture.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config (default: conf/capture.yaml); env FLOWLAKE_CAPTURE__* overrides it.")
+@click.option("--interval-s", type=float, default=None, help="Override interval_s.")
+def run(config_path: str | None, interval_s: float | None) -> None:
+    """Run the sidecar until SIGTERM (the open interval is flushed)."""
+    from .sidecar import run_sidecar  # noqa: PLC0415
+
+    overrides = {"interval_s": interval_s} if interval_s is not None else {}
+    try:
+        run_sidecar(config_path=config_path, **overrides)
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        click.echo(f"flowlake capture run: {exc}", err=True)
+        sys.exit(1)
+
+
+@capture.command()
+@click.option("--cgroup-path", default="/sys/fs/cgroup/unified", show_default=True)
+def doctor(cgroup_path: str) -> None:
+    """Say what this host lacks for the sidecar and how to fix it."""
+    from .doctor import format_report, run_checks  # noqa: PLC0415
+
+    checks = run_checks(cgroup_path=cgroup_path)
+    click.echo(format_report(checks))
+    sys.exit(0 if all(c.ok for c in checks) else 1)

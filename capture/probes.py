@@ -1,0 +1,198 @@
+"""Load, attach and talk to the eBPF flow program (bpf/flow.bpf.c) through BCC.
+
+The sock_ops program is attached to the cgroup v2 root (with
+BPF_F_ALLOW_MULTI, so other programs there keep running). Map sizes are
+compiler flags (-D...), not text substitution.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .decode import (
+    ConnInfo,
+    FlowAgg,
+    FlowEvent,
+    FlowKey,
+    KernelFlow,
+    check_layout,
+    decode_event,
+    decode_flow,
+    CloseEvent,
+    DROP_NAMES,
+)
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_F_ALLOW_MULTI = 2
+CTL_GEN = 0
+
+
+def bpf_source_dir() -> Path:
+    """Folder holding flow.bpf.c and flow.h ($FLOWLAKE_BPF_DIR overrides)."""
+    return Path(os.environ.get("FLOWLAKE_BPF_DIR", BPF_DIR))
+
+
+def import_bcc():
+    """Import BCC or raise an error saying how to install it."""
+    try:
+        import bcc  # noqa: PLC0415
+    except ImportError as exc:
+        raise RuntimeError(
+            "BCC is not importable: run `sudo bash scripts/setup-capture.sh` "
+            f"(installs python3-bpfcc and links it into the venv) ({exc})"
+        ) from None
+    return bcc
+
+
+class KernelProbe:
+    """The loaded flow program: generation control, flow maps, close events, drop counters."""
+
+    def __init__(self, *, max_conns: int, max_flows: int, ringbuf_pages: int, cgroup_path: str) -> None:
+        bcc = import_bcc()
+        src = bpf_source_dir()
+        if not (src / "flow.bpf.c").is_file():
+            raise FileNotFoundError(f"{src}/flow.bpf.c not found: set FLOWLAKE_BPF_DIR to the repo's bpf/ folder")
+        cflags = [
+            f"-I{src}",
+            f"-DFLOWLAKE_MAX_CONNS={int(max_conns)}",
+            f"-DFLOWLAKE_MAX_FLOWS={int(max_flows)}",
+            f"-DFLOWLAKE_RINGBUF_PAGES={int(ringbuf_pages)}",
+        ]
+        self._bcc = bcc
+        self.bpf = bcc.BPF(src_file=str(src / "flow.bpf.c").encode(), cflags=cflags)
+        for name, py_type, table in (
+            ("struct flow_key", FlowKey, self.bpf["flows0"].Key),
+            ("struct flow_agg", FlowAgg, self.bpf["flows0"].Leaf),
+            ("struct conn_info", ConnInfo, self.bpf["conns"].Leaf),
+        ):
+            check_layout(name=name, python_type=py_type, kernel_size=ct.sizeof(table))
+        self._fn = self.bpf.load_func(b"flowlake_sockops", bcc.BPF.SOCK_OPS)
+        self._cgroup_fd: int | None = None
+        self._cgroup_path = cgroup_path
+        self._event_handler: Callable[[CloseEvent], None] | None = None
+        self.events_decoded = 0
+
+    # -- lifecycle -------------------------------------------------------
+    def attach(self) -> None:
+        """Attach to the cgroup v2 root: from now on every TCP connection is seen."""
+        if not Path(self._cgroup_path).is_dir():
+            raise FileNotFoundError(
+                f"cgroup v2 not found at {self._cgroup_path}: mount it "
+                "(mount -t cgroup2 none /sys/fs/cgroup/unified) or set kernel.cgroup_path"
+            )
+        self._cgroup_fd = os.open(self._cgroup_path, os.O_RDONLY)
+        self._bcc.BPF.attach_func(self._fn, self._cgroup_fd, self._bcc.BPFAttachType.CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI)
+
+    def detach(self) -> None:
+        if self._cgroup_fd is None:
+            return
+        try:
+            self._bcc.BPF.detach_func(self._fn, self._cgroup_fd, self._bcc.BPFAttachType.CGROUP_SOCK_OPS)
+        finally:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = None
+
+    def close(self) -> None:
+        self.detach()
+        self.bpf.cleanup()
+
+    @property
+    def prog_id(self) -> int:
+        """Kernel id of the loaded program (for kernel.bpf_stats_enabled run time)."""
+        info = _prog_info(self._fn.fd)
+        return info[0]
+
+    # -- generation ---------------------------------------------------------
+    def set_generation(self, gen: int) -> None:
+        """Make closes from now on count toward generation ``gen``."""
+        ctl = self.bpf["ctl"]
+        ctl[ctl.Key(CTL_GEN)] = ctl.Leaf(gen & 0xFFFFFFFF)
+
+    def drain_flows(self, *, gen: int) -> list[KernelFlow]:
+        """Read and delete the flow map that generation ``gen`` wrote to."""
+        table = self.bpf["flows1" if gen & 1 else "flows0"]
+        items = [(FlowKey.from_buffer_copy(bytes(k)), FlowAgg.from_buffer_copy(bytes(v))) for k, v in table.items()]
+        for key, _ in items:
+            try:
+                del table[table.Key.from_buffer_copy(bytes(key))]
+            except KeyError:
+                pass
+        return [decode_flow(k, v) for k, v in items]
+
+    def lookup_conn(self, cookie: int) -> ConnInfo | None:
+        """The kernel's record of an open connection (None when unknown)."""
+        table = self.bpf["conns"]
+        try:
+            return ConnInfo.from_buffer_copy(bytes(table[table.Key(cookie)]))
+        except KeyError:
+            return None
+
+    def drops(self) -> dict[str, int]:
+        """What the kernel side could not record, by reason (totals since load)."""
+        table = self.bpf["drops"]
+        return {name: int(sum(table[table.Key(slot)])) for slot, name in DROP_NAMES.items()}
+
+    def stats(self) -> dict[str, int]:
+        table = self.bpf["stats"]
+        names = ("established", "closed_in_kernel", "close_events")
+        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(names)}
+
+    # -- events ---------------------------------------------------------------
+    def open_events(self, handler: Callable[[CloseEvent], None]) -> None:
+        """Call ``handler`` for every close event read by ``poll_events``."""
+        self._event_handler = handler
+
+        def _cb(_ctx, data, size):
+            raw = ct.string_at(data, size)
+            self.events_decoded += 1
+            handler(decode_event(raw))
+            return 0
+
+        self._cb = _cb
+        self.bpf["events"].open_ring_buffer(_cb)
+        check_layout(name="struct flow_event", python_type=FlowEvent, kernel_size=ct.sizeof(FlowEvent))
+
+    def poll_events(self, *, timeout_ms: int) -> None:
+        """Wait up to ``timeout_ms`` for close events and hand them to the handler."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def consume_events(self) -> None:
+        """Hand every pending close event to the handler without waiting."""
+        self.bpf.ring_buffer_consume()
+
+
+def _prog_info(fd: int) -> tuple[int, int, int]:
+    """(id, run_time_ns, run_cnt) of a loaded program, via BPF_OBJ_GET_INFO_BY_FD."""
+    import ctypes.util  # noqa: PLC0415
+
+    libc = ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    info = (ct.c_uint8 * 256)()
+    # union bpf_attr.info: bpf_fd (u32), info_len (u32), info (u64 ptr)
+    attr = (ct.c_uint8 * 16)()
+    ct.memmove(attr, ct.byref(ct.c_uint32(fd)), 4)
+    ct.memmove(ct.byref(attr, 4), ct.byref(ct.c_uint32(256)), 4)
+    ct.memmove(ct.byref(attr, 8), ct.byref(ct.c_uint64(ct.addressof(info))), 8)
+    SYS_bpf, BPF_OBJ_GET_INFO_BY_FD = 321, 15
+    if libc.syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr, 16) != 0:
+        err = ct.get_errno()
+        raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(err)}")
+    prog_id = int.from_bytes(bytes(info[4:8]), "little")
+    run_time_ns = int.from_bytes(bytes(info[_RUN_TIME_NS_OFF:_RUN_TIME_NS_OFF + 8]), "little")
+    run_cnt = int.from_bytes(bytes(info[_RUN_TIME_NS_OFF + 8:_RUN_TIME_NS_OFF + 16]), "little")
+    return prog_id, run_time_ns, run_cnt
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program; non-zero only with kernel.bpf_stats_enabled=1."""
+    _, t, n = _prog_info(fd)
+    return t, n
+
+
+# offsetof(struct bpf_prog_info, run_time_ns) in the uapi (stable, append-only); run_cnt follows.
+_RUN_TIME_NS_OFF = 192

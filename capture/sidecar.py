@@ -1,0 +1,302 @@
+"""The capture sidecar: wires probe, aggregation, rolling, spool, upload and metrics.
+
+Lifecycle: ``start`` recovers what a previous run left (staged intervals,
+spooled files, open-connection state), attaches the kernel program and
+adopts open connections; ``run`` closes an interval at every boundary,
+drains the spool and hot-reloads safe settings; SIGTERM/SIGINT make it
+flush the open interval, close the file, try one last upload and save the
+state a restart continues from.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flowlake.config import conf_dir
+
+from .aggregate import IntervalAggregator, RecordFilter
+from .config import SAFE_SECTIONS, CaptureConfig, load_capture_config
+from .metrics import CaptureMetrics, set_counter
+from .roll import RollingWriter, SequenceCounter, fsync_dir
+from .sockdiag import SockDiag
+from .upload import Sink, Spool, Uploader, make_sink
+
+log = logging.getLogger(__name__)
+
+BOUNDARY_GRACE_S = 0.005  # lets programs that read the old generation finish
+RELOAD_CHECK_S = 2.0
+
+
+class Sidecar:
+    """One capture sidecar. ``probe_factory``/``diag_factory``/``clock`` are injectable for tests."""
+
+    def __init__(self, cfg: CaptureConfig, *, config_path: str | Path | None = None,
+                 probe_factory: Callable | None = None, diag_factory: Callable | None = None,
+                 clock: Callable[[], float] = time.time, sink: Sink | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else conf_dir() / "capture.yaml"
+        self.clock = clock
+        self._probe_factory = probe_factory
+        self._diag_factory = diag_factory or (lambda: SockDiag(netns_dirs=cfg.kernel.netns_dirs))
+        self._sink_override = sink
+        self.metrics = CaptureMetrics()
+        self.metrics_port: int | None = None
+        self.stopping = False
+        self.gen = 0
+        self.interval_start_ms = 0
+        self.next_boundary_s = 0.0
+        self._config_mtime = self._mtime()
+        self._next_reload_check = 0.0
+        self._lock_fd: int | None = None
+        self.probe = None
+
+    # -- paths --------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cfg.state_dir)
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "connections.json"
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.config_path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _mono_to_wall_ms(self, mono_ns: int) -> int:
+        return int((mono_ns + self._mono_offset_ns) // 1_000_000)
+
+    # -- start ----------------------------------------------------------------
+    def start(self) -> None:
+        """Recover, attach and adopt: after this every TCP connection is counted."""
+        cfg = self.cfg
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.state_dir / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another sidecar holds {self.state_dir}/lock: stop it or use another state_dir") from None
+        self.spool = Spool(directory=cfg.spool.dir, max_bytes=cfg.spool.max_bytes)
+        self.sink = self._sink_override or make_sink(cfg.sink)
+        self.uploader = Uploader(spool=self.spool, sink=self.sink, backoff_initial_s=cfg.sink.backoff_initial_s,
+                                 backoff_max_s=cfg.sink.backoff_max_s, clock=time.monotonic)
+        self.writer = RollingWriter(
+            staging_dir=self.state_dir / "staging", spool=self.spool, instance_id=cfg.identity.instance_id,
+            seq=SequenceCounter(path=self.state_dir / "seq"), intervals_per_file=cfg.rolling.intervals_per_file,
+            max_file_records=cfg.rolling.max_file_records,
+        )
+        recovered = self.writer.close_file()  # intervals staged before a crash
+        if recovered:
+            log.info("recovered %d staged file(s) from a previous run", len(recovered))
+        self._mono_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.aggregator = IntervalAggregator(
+            identity=cfg.identity.model_dump(), mono_to_wall_ms=self._mono_to_wall_ms,
+            record_filter=RecordFilter.from_config(cfg.filters),
+        )
+        if self.state_file.is_file():
+            try:
+                self.aggregator.load_state(json.loads(self.state_file.read_text()))
+            except (ValueError, KeyError) as exc:
+                log.error("ignoring unreadable state %s (%s)", self.state_file, exc)
+        if self._probe_factory is not None:
+            self.probe = self._probe_factory()
+        else:
+            from .probes import KernelProbe  # noqa: PLC0415 - needs BCC
+
+            k = cfg.kernel
+            self.probe = KernelProbe(max_conns=k.max_conns, max_flows=k.max_flows, ringbuf_pages=k.ringbuf_pages,
+                                     cgroup_path=k.cgroup_path)
+        self.diag = self._diag_factory()
+        self.probe.open_events(self._on_event)
+        self.gen = 1
+        self.interval_start_ms = self._now_ms()
+        self.aggregator.begin(gen=self.gen, start_ms=self.interval_start_ms)
+        self.probe.set_generation(self.gen)
+        self.probe.attach()
+        sockets, listening = self.diag.dump()
+        adopted = self.aggregator.adopt_existing(sockets, listening=listening, conn_lookup=self.probe.lookup_conn)
+        self.next_boundary_s = self._next_boundary(self.clock())
+        if cfg.metrics.enabled:
+            self.metrics_port = self.metrics.serve(host=cfg.metrics.host, port=cfg.metrics.port)
+        self.uploader.drain(force=True)
+        self._update_metrics()
+        log.info("capture started: instance %s, interval %ss, %d open connection(s) adopted, sink %s",
+                 cfg.identity.instance_id, cfg.interval_s, adopted, self.sink.describe())
+
+    def _on_event(self, ev) -> None:
+        self.metrics.close_events.inc()
+        self.aggregator.add_close_event(ev)
+
+    def _next_boundary(self, now_s: float) -> float:
+        step = self.cfg.interval_s
+        return (math.floor(now_s / step) + 1) * step
+
+    # -- run --------------------------------------------------------------------
+    def run(self, *, install_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or ``stopping`` is set), then flush."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            while not self.stopping:
+                self.step()
+        finally:
+            self.shutdown()
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("signal %d: flushing the open interval", signum)
+        self.stopping = True
+
+    def step(self) -> None:
+        """One pass of the main loop: events, boundary, upload, reload."""
+        now = self.clock()
+        if now >= self.next_boundary_s:
+            self.close_interval()
+            self.next_boundary_s = self._next_boundary(self.clock())
+            now = self.clock()
+        wait_ms = int(max(0.0, min(self.next_boundary_s - now, 0.5)) * 1000)
+        self.probe.poll_events(timeout_ms=max(wait_ms, 1))
+        self.uploader.drain()
+        if time.monotonic() >= self._next_reload_check:
+            self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
+            self.maybe_reload()
+        self._update_metrics()
+
+    def close_interval(self, *, final: bool = False) -> list[str]:
+        """Close the current interval: switch generation, collect, write; returns closed file keys."""
+        end_ms = self._now_ms()
+        old_gen, new_gen = self.gen, self.gen + 1
+        self.aggregator.begin(gen=new_gen, start_ms=end_ms)
+        self.probe.set_generation(new_gen)
+        time.sleep(BOUNDARY_GRACE_S)
+        self.probe.consume_events()
+        self.aggregator.add_kernel_flows(self.probe.drain_flows(gen=old_gen))
+        sockets, listening = self.diag.dump()
+        self.aggregator.add_snapshot(gen=old_gen, sockets=sockets, listening=listening,
+                                     conn_lookup=self.probe.lookup_conn)
+        records = self.aggregator.end(gen=old_gen, end_ms=end_ms)
+        keys = self.writer.add_interval(records, interval_start_ms=self.interval_start_ms)
+        self.gen, self.interval_start_ms = new_gen, end_ms
+        self.metrics.intervals.inc()
+        self.save_state()
+        log.debug("interval gen %d closed: %d records", old_gen, len(records))
+        return keys
+
+    def save_state(self) -> None:
+        tmp = self.state_file.with_name("connections.json.tmp")
+        tmp.write_text(json.dumps(self.aggregator.state()))
+        os.replace(tmp, self.state_file)
+        fsync_dir(self.state_dir)
+
+    def shutdown(self) -> None:
+        """Flush: close the open interval and the file, detach, upload once, save state."""
+        if self.probe is None:
+            return
+        try:
+            self.close_interval()
+            # Closes between that boundary and the detach form one last short interval.
+            self.probe.detach()
+            end_ms = self._now_ms()
+            self.probe.consume_events()
+            self.aggregator.add_kernel_flows(self.probe.drain_flows(gen=self.gen))
+            records = self.aggregator.end(gen=self.gen, end_ms=end_ms)
+            if records:
+                self.writer.add_interval(records, interval_start_ms=self.interval_start_ms)
+            self.writer.close_file()
+            self.save_state()
+            self.uploader.drain(force=True)
+            self._update_metrics()
+        finally:
+            self.probe.close()
+            self.probe = None
+            self.diag.close()
+            self.metrics.stop()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        log.info("capture stopped: %d file(s) left in the spool", len(self.spool.entries()))
+
+    # -- hot reload -------------------------------------------------------------
+    def maybe_reload(self) -> bool:
+        """Apply safe settings from a changed config file; returns True when something changed."""
+        mtime = self._mtime()
+        if mtime == self._config_mtime:
+            return False
+        self._config_mtime = mtime
+        try:
+            new = load_capture_config(path=self.config_path if self.config_path.is_file() else None)
+        except Exception as exc:  # noqa: BLE001 - a bad edit must not stop capture
+            log.error("config %s not reloaded, keeping the running settings: %s", self.config_path, exc)
+            return False
+        return self.apply_config(new)
+
+    def apply_config(self, new: CaptureConfig) -> bool:
+        """Apply the safe sections of ``new``; log the ones that need a restart."""
+        old = self.cfg
+        changed = False
+        if new.interval_s != old.interval_s:
+            old.interval_s = new.interval_s
+            self.next_boundary_s = self._next_boundary(self.clock())
+            changed = True
+        if new.filters != old.filters:
+            old.filters = new.filters
+            self.aggregator.record_filter = RecordFilter.from_config(new.filters)
+            changed = True
+        if new.rolling != old.rolling:
+            old.rolling = new.rolling
+            self.writer.configure(intervals_per_file=new.rolling.intervals_per_file,
+                                  max_file_records=new.rolling.max_file_records)
+            changed = True
+        if new.sink != old.sink and self._sink_override is None:
+            old.sink = new.sink
+            self.sink = make_sink(new.sink)
+            self.uploader.set_sink(self.sink, backoff_initial_s=new.sink.backoff_initial_s,
+                                   backoff_max_s=new.sink.backoff_max_s)
+            changed = True
+        unsafe = [name for name in type(new).model_fields
+                  if name not in SAFE_SECTIONS and name != "component" and getattr(new, name) != getattr(old, name)]
+        if unsafe:
+            log.warning("config changes to %s take effect only after a restart", ", ".join(unsafe))
+        if changed:
+            log.info("reloaded safe settings from %s", self.config_path)
+        return changed
+
+    # -- metrics ------------------------------------------------------------------
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        set_counter(m.records_written, self.writer.records_written)
+        set_counter(m.files_written, self.writer.files_written)
+        set_counter(m.files_uploaded, self.uploader.files_uploaded)
+        set_counter(m.bytes_uploaded, self.uploader.bytes_uploaded)
+        set_counter(m.upload_failures, self.uploader.failures)
+        set_counter(m.spool_dropped, self.spool.dropped_files)
+        entries = self.spool.entries()
+        m.spool_files.set(len(entries))
+        m.spool_bytes.set(sum(p.stat().st_size for _, p in entries if p.exists()))
+        m.upload_lag.set(self.spool.oldest_age_s(now=time.time()))
+        if self.probe is not None:
+            for reason, value in self.probe.drops().items():
+                m.kernel_drops.labels(reason=reason).set(value)
+        m.sample_process()
+
+
+def run_sidecar(*, config_path: str | Path | None = None, **overrides) -> None:
+    """Load the config and run a sidecar until SIGTERM."""
+    cfg = load_capture_config(path=config_path, **overrides)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sidecar = Sidecar(cfg, config_path=config_path)
+    sidecar.start()
+    sidecar.run()
