@@ -67,9 +67,9 @@ class KernelProbe:
         self._bcc = bcc
         self.bpf = bcc.BPF(src_file=str(src / "flow.bpf.c").encode(), cflags=cflags)
         for name, py_type, table in (
-            ("struct flow_key", FlowKey, self.bpf["flows0"].Key),
-            ("struct flow_agg", FlowAgg, self.bpf["flows0"].Leaf),
-            ("struct conn_info", ConnInfo, self.bpf["conns"].Leaf),
+            ("struct flow_key", FlowKey, self.bpf[b"flows0"].Key),
+            ("struct flow_agg", FlowAgg, self.bpf[b"flows0"].Leaf),
+            ("struct conn_info", ConnInfo, self.bpf[b"conns"].Leaf),
         ):
             check_layout(name=name, python_type=py_type, kernel_size=ct.sizeof(table))
         self._fn = self.bpf.load_func(b"flowlake_sockops", bcc.BPF.SOCK_OPS)
@@ -111,12 +111,12 @@ class KernelProbe:
     # -- generation ---------------------------------------------------------
     def set_generation(self, gen: int) -> None:
         """Make closes from now on count toward generation ``gen``."""
-        ctl = self.bpf["ctl"]
+        ctl = self.bpf[b"ctl"]
         ctl[ctl.Key(CTL_GEN)] = ctl.Leaf(gen & 0xFFFFFFFF)
 
     def drain_flows(self, *, gen: int) -> list[KernelFlow]:
         """Read and delete the flow map that generation ``gen`` wrote to."""
-        table = self.bpf["flows1" if gen & 1 else "flows0"]
+        table = self.bpf[b"flows1" if gen & 1 else b"flows0"]
         items = [(FlowKey.from_buffer_copy(bytes(k)), FlowAgg.from_buffer_copy(bytes(v))) for k, v in table.items()]
         for key, _ in items:
             try:
@@ -127,7 +127,7 @@ class KernelProbe:
 
     def lookup_conn(self, cookie: int) -> ConnInfo | None:
         """The kernel's record of an open connection (None when unknown)."""
-        table = self.bpf["conns"]
+        table = self.bpf[b"conns"]
         try:
             return ConnInfo.from_buffer_copy(bytes(table[table.Key(cookie)]))
         except KeyError:
@@ -135,11 +135,11 @@ class KernelProbe:
 
     def drops(self) -> dict[str, int]:
         """What the kernel side could not record, by reason (totals since load)."""
-        table = self.bpf["drops"]
+        table = self.bpf[b"drops"]
         return {name: int(sum(table[table.Key(slot)])) for slot, name in DROP_NAMES.items()}
 
     def stats(self) -> dict[str, int]:
-        table = self.bpf["stats"]
+        table = self.bpf[b"stats"]
         names = ("established", "closed_in_kernel", "close_events")
         return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(names)}
 
@@ -155,7 +155,7 @@ class KernelProbe:
             return 0
 
         self._cb = _cb
-        self.bpf["events"].open_ring_buffer(_cb)
+        self.bpf[b"events"].open_ring_buffer(_cb)
         check_layout(name="struct flow_event", python_type=FlowEvent, kernel_size=ct.sizeof(FlowEvent))
 
     def poll_events(self, *, timeout_ms: int) -> None:

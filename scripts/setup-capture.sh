@@ -6,7 +6,8 @@
 #  - Debian linux-headers BCC compiles against, linked where BCC looks
 #    (/lib/modules/$(uname -r)/build) when the running kernel has none.
 #    The sidecar's eBPF code reads no kernel struct through these headers.
-#  - iproute2 (ip netns, tc netem), curl and nginx-light (kernel tests)
+#  - iproute2 (ip netns, tc), nftables (packet loss where the kernel has no
+#    sch_netem), curl and nginx-light (kernel tests)
 #  - tracefs mounted at /sys/kernel/tracing
 #  - BCC importable from .venv through a .pth that points at a folder
 #    holding only a `bcc` symlink (not all of /usr/lib/python3/dist-packages)
@@ -24,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 \
-    iproute2 curl nginx-light procps >/dev/null
+    iproute2 nftables curl nginx-light procps >/dev/null
 
 # nginx is only a test fixture: do not leave the packaged one listening.
 if pgrep -x nginx >/dev/null 2>&1 && [[ -f /run/nginx.pid ]]; then

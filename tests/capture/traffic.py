@@ -1,0 +1,101 @@
+"""Test traffic with known byte counts, run inside network namespaces (`ip netns exec`).
+
+server: listens on HOST at each PORT; per connection reads until it has the
+        expected request bytes, sends the reply, then closes as told.
+client: one connection per PORT, sends/receives the given sizes, prints JSON.
+Each connection's sizes are in a JSON plan: [{"port", "up", "down", "server_closes_first"}].
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+def _recv_exact(sock: socket.socket, n: int) -> int:
+    got = 0
+    while got < n:
+        chunk = sock.recv(min(1 << 16, n - got))
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+def _drain(sock: socket.socket) -> int:
+    got = 0
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return got
+        got += len(chunk)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def serve(host: str, plan: list[dict]) -> None:
+    def one(item: dict, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _recv_exact(conn, item["up"])
+            conn.sendall(b"d" * item["down"])
+            if item.get("server_closes_first"):
+                conn.close()
+                return
+            _drain(conn)
+
+    threads = []
+    for item in plan:
+        listener = socket.socket(_family(host), socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, item["port"]))
+        listener.listen()
+        t = threading.Thread(target=one, args=(item, listener), daemon=True)
+        t.start()
+        threads.append(t)
+    print("ready", flush=True)
+    for t in threads:
+        t.join()
+
+
+def tcp_total_retrans(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from("=I", info, 100)[0]
+
+
+def client(host: str, plan: list[dict], *, chunk_delay_s: float = 0.0, chunks: int = 1) -> list[dict]:
+    out = []
+    for item in plan:
+        sock = socket.create_connection((host, item["port"]), timeout=60)
+        per = item["up"] // chunks
+        sent = 0
+        for i in range(chunks):
+            n = per if i < chunks - 1 else item["up"] - sent
+            sock.sendall(b"u" * n)
+            sent += n
+            if chunk_delay_s:
+                time.sleep(chunk_delay_s)
+        got = _recv_exact(sock, item["down"])
+        if item.get("server_closes_first"):
+            _drain(sock)
+        retrans = tcp_total_retrans(sock)
+        sock.close()
+        out.append({"port": item["port"], "up": sent, "down": got, "retransmits": retrans})
+    return out
+
+
+if __name__ == "__main__":
+    mode, host, plan_json = sys.argv[1], sys.argv[2], sys.argv[3]
+    plan = json.loads(plan_json)
+    if mode == "server":
+        serve(host, plan)
+    else:
+        delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+        chunks = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+        print(json.dumps(client(host, plan, chunk_delay_s=delay, chunks=chunks)), flush=True)
