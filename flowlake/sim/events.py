@@ -89,7 +89,8 @@ def track(held: Holdings, params: SimParams, *, rng: np.random.Generator) -> Eve
     delay = np.exp(rng.uniform(np.log(lo), np.log(hi) + 1e-12, size=m)).astype(np.int64)
     published = event_ms + np.clip(delay, params.publish_delay_min_ms, params.publish_delay_max_ms)
     dup = (rng.random(m) < params.event_duplicate_share) & ~lost
-    republish = published + rng.integers(60_000, params.republish_max_ms + 1, size=m)
+    # a re-publication lands in a later file than the first copy
+    republish = published + params.event_file_minutes * 60_000 + rng.integers(0, params.republish_max_ms + 1, size=m)
 
     keep = ~lost
     d = np.flatnonzero(dup)

@@ -60,7 +60,7 @@ class Output:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._parent(key)
-        with self.fs.open_output_stream(self.path(key)) as f:
+        with self.fs.open_output_stream(self.path(key), compression=None) as f:  # bytes as given, no .gz detection
             f.write(data)
 
     def has_files(self, prefix: str) -> bool:
