@@ -219,6 +219,8 @@ class Sidecar:
             self.save_state()
             self.uploader.drain(force=True)
             self._update_metrics()
+            log.info("kernel side: %s, drops: %s, late inputs: %d",
+                     self.probe.stats(), self.probe.drops(), self.aggregator.late_inputs)
         finally:
             self.probe.close()
             self.probe = None
