@@ -149,6 +149,9 @@ class KernelProbe:
         self._event_handler = handler
 
         def _cb(_ctx, data, size):
+            if size != ct.sizeof(FlowEvent):
+                raise RuntimeError(f"close event of {size} bytes, capture/decode.py expects "
+                                   f"{ct.sizeof(FlowEvent)}: update bpf/flow.h and decode.py together")
             raw = ct.string_at(data, size)
             self.events_decoded += 1
             handler(decode_event(raw))
@@ -156,7 +159,6 @@ class KernelProbe:
 
         self._cb = _cb
         self.bpf[b"events"].open_ring_buffer(_cb)
-        check_layout(name="struct flow_event", python_type=FlowEvent, kernel_size=ct.sizeof(FlowEvent))
 
     def poll_events(self, *, timeout_ms: int) -> None:
         """Wait up to ``timeout_ms`` for close events and hand them to the handler."""

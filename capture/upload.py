@@ -109,12 +109,12 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped_files = 0
         self.dropped_bytes = 0
-        self._counter = self._last_counter()
         for tmp in self.dir.glob(".tmp-*"):  # half-written by a crash: never part of the spool
             tmp.unlink(missing_ok=True)
+        self._counter = self._last_counter()
 
     def _last_counter(self) -> int:
-        names = [p.name for p in self.dir.glob("*.parquet")]
+        names = [p.name for p in self.dir.glob("*__*.parquet") if not p.name.startswith(".")]
         return max((int(n.split("__", 1)[0]) for n in names), default=0)
 
     def entries(self) -> list[tuple[str, Path]]:
