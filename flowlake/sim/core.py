@@ -1,19 +1,25 @@
-"""``simulate()``: fleet -> conversations -> records + tracker events -> files + ground truth."""
+"""``simulate()``: fleet -> conversations -> records + tracker events -> files + ground truth.
+
+Records are generated and written chunk by chunk (window slices aligned to file
+batches, sized from params only), so memory stays bounded and the output does
+not depend on the machine. Writing a chunk overlaps generating the next.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
 from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX
-from flowlake.sim.events import holdings, track
-from flowlake.sim.fleet import K_EXTERNAL, K_LB, K_NAT, build_fleet
-from flowlake.sim.flows import generate_records, plan_traffic
+from flowlake.sim.events import Events, holdings, track
+from flowlake.sim.fleet import K_EXTERNAL, K_LB, K_NAT, KINDS, Fleet, build_fleet
+from flowlake.sim.flows import chunks, generate_records, persistent_connections, plan_traffic
 from flowlake.sim.params import SimParams, Window, iso_utc
 from flowlake.sim.tables import (
     TRUTH_FLOWS_PREFIX,
@@ -26,10 +32,11 @@ from flowlake.sim.tables import (
     ownership_table,
     truth_flows_table,
 )
-from flowlake.sim.write import Output, run_parallel
+from flowlake.sim.write import Output
 
 OUTPUT_PREFIXES = (RAW_FLOWS_PREFIX, IP_EVENTS_PREFIX, "truth")
 MAX_SCALE_TRIES = 6
+TARGET_LOAD = 0.35  # wanted share of (pair, interval) slots with traffic; above 0.5 the fleet grows
 
 
 @dataclass
@@ -60,9 +67,8 @@ class SimSummary:
         ]
 
 
-def _rngs(seed: int, attempt: int) -> tuple[np.random.Generator, ...]:
-    seqs = np.random.SeedSequence([seed, attempt]).spawn(4)
-    return tuple(np.random.default_rng(s) for s in seqs)
+def _rng(seed: int, *path: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *path]))
 
 
 def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: bool = False) -> SimSummary:
@@ -81,94 +87,91 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
 
     window = Window.of(params)
     target = window.target_records(params)
-    bar = tqdm(total=6, desc="planning fleet", unit="step", disable=not progress, leave=False)
 
+    # fleet and traffic plan; the fleet grows until the record target fits comfortably
     scale = params.fleet_scale or 1.0
     for attempt in range(MAX_SCALE_TRIES):
-        r_fleet, r_pairs, r_flows, r_events = _rngs(params.seed, attempt)
-        fleet = build_fleet(params, window, rng=r_fleet, scale=scale)
-        pairs, weights, base, load = plan_traffic(fleet, params, window, target=target, rng=r_pairs)
+        fleet = build_fleet(params, window, rng=_rng(params.seed, attempt, 1), scale=scale)
+        pairs, weights, base, load = plan_traffic(fleet, params, window, target=target, rng=_rng(params.seed, attempt, 2))
         if params.fleet_scale is not None or load <= 0.5:
             break
-        scale *= float(np.sqrt(load / 0.35))
-    bar.update(1)
-
-    bar.set_description("generating records")
-    rec = generate_records(pairs, weights, base=base, params=params, window=window, rng=r_flows)
-    bar.update(1)
-    bar.set_description("tracking events")
+        scale *= float(np.sqrt(load / TARGET_LOAD))
+    conns = persistent_connections(pairs, params, window, rng=_rng(params.seed, attempt, 3))
     held = holdings(fleet, window)
-    ev = track(held, params, rng=r_events)
-    bar.update(1)
-
+    ev = track(held, params, rng=_rng(params.seed, attempt, 4))
     lk = Lookup(fleet, params)
-    bar.set_description("building tables")
-    table = flows_table(rec, lk, window)
-    files = list(flow_files(rec, lk, window, params))
-    ev_files = list(event_files(ev, lk, params))
-    truth = truth_flows_table(rec, lk, window)
-    bar.update(1)
+
+    plan = chunks(window, params, target)
+    bar = tqdm(total=window.n_intervals, desc="simulating", unit="interval", disable=not progress)
+    next_seq = np.zeros(fleet.n_holders, dtype=np.int64)
+    n_records = n_files = 0
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=params.write_threads) as pool:
+        for ci, (i0, i1) in enumerate(plan):
+            rec = generate_records(pairs, conns, weights, base=base, window=window,
+                                   rng=_rng(params.seed, attempt, 100 + ci), i0=i0, i1=i1)
+            table = flows_table(rec, lk, window)
+            files = flow_files(rec, lk, window, params, next_seq)
+            truth = truth_flows_table(rec, lk, window)
+            n_records += len(rec)
+            n_files += len(files)
+            for fut in pending:  # at most one chunk in flight while the next is generated
+                fut.result()
+            pending = [pool.submit(output.write_table, key, table.slice(off, n)) for key, off, n in files]
+            pending.append(pool.submit(output.write_table, f"{TRUTH_FLOWS_PREFIX}/part-{ci:05d}.parquet", truth))
+            del rec
+            bar.update(i1 - i0)
+        ev_files = list(event_files(ev, lk, params))
+        for key, payload in ev_files:
+            if isinstance(payload, pa.Table):
+                pending.append(pool.submit(output.write_table, key, payload))
+            else:
+                pending.append(pool.submit(output.write_bytes, key, payload))
+        pending.append(pool.submit(output.write_table, f"{TRUTH_OWNERSHIP_PREFIX}/part-00000.parquet",
+                                   ownership_table(held, lk, window)))
+        for fut in pending:
+            fut.result()
     bar.close()
 
-    step = params.truth_rows_per_file
-    n_truth = max(1, -(-len(truth) // step))
-    writes = tqdm(total=len(files) + len(ev_files) + n_truth + 2, desc="writing", unit="file", disable=not progress)
-    jobs = [lambda k=k, s=s, n=n: output.write_table(k, table.slice(s, n)) for k, s, n in files]
-    for key, payload in ev_files:
-        if isinstance(payload, pa.Table):
-            jobs.append(lambda k=key, t=payload: output.write_table(k, t))
-        else:
-            jobs.append(lambda k=key, b=payload: output.write_bytes(k, b))
-    for part in range(n_truth):
-        jobs.append(lambda part=part: output.write_table(f"{TRUTH_FLOWS_PREFIX}/part-{part:05d}.parquet",
-                                                         truth.slice(part * step, step)))
-    jobs.append(lambda: output.write_table(f"{TRUTH_OWNERSHIP_PREFIX}/part-00000.parquet", ownership_table(held, lk, window)))
-    run_parallel(jobs, threads=params.write_threads, on_done=lambda: writes.update(1))
-
-    manifest = _manifest(params, window, fleet, rec, files, ev, ev_files, scale, target)
+    manifest = _manifest(params, window, fleet, n_records, n_files, ev, len(ev_files), scale, target, len(plan))
     output.write_bytes(TRUTH_MANIFEST_KEY, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    writes.update(1)
-    writes.close()
     return SimSummary(
         out=out, window_start=iso_utc(window.start_ms), window_end=iso_utc(window.end_ms),
-        records=len(rec), flow_files=len(files), events_written=len(ev.ip), event_files=len(ev_files),
+        records=n_records, flow_files=n_files, events_written=len(ev.ip), event_files=len(ev_files),
         events_lost=ev.lost, events_duplicated=ev.duplicated, holders=int(np.sum(fleet.h_kind != K_EXTERNAL)),
         workloads=sum(1 for w in fleet.workloads if w.domain is not None), fleet_scale=scale,
         seconds=time.monotonic() - t0,
     )
 
 
-def _manifest(params, window, fleet, rec, files, ev, ev_files, scale, target) -> dict:
+def _manifest(params: SimParams, window: Window, fleet: Fleet, n_records: int, n_files: int, ev: Events,
+              n_event_files: int, scale: float, target: int, n_chunks: int) -> dict:
     gaps = np.array(fleet.reuse_gaps_ms, dtype=np.int64)
     real = fleet.h_kind != K_EXTERNAL
-    kinds = {}
-    for k in np.unique(fleet.h_kind[real]):
-        from flowlake.sim.fleet import KINDS
-        kinds[KINDS[int(k)]] = int(np.sum(fleet.h_kind == k))
+    workers = real & (fleet.h_kind != K_LB) & (fleet.h_kind != K_NAT)
     return {
         "seed": params.seed,
-        "params": params.model_dump(mode="json", exclude={"s3_endpoint", "write_threads"}),
+        "params": params.model_dump(mode="json", exclude={"s3_endpoint", "write_threads", "component"}),
         "window": {"start_ms": window.start_ms, "end_ms": window.end_ms, "interval_ms": window.interval_ms,
                    "start": iso_utc(window.start_ms), "end": iso_utc(window.end_ms)},
         "fleet_scale": scale,
         "counts": {
             "records_target": target,
-            "records": len(rec),
-            "flow_files": len(files),
+            "records": n_records,
+            "flow_files": n_files,
+            "chunks": n_chunks,
             "holders": int(real.sum()),
-            "holders_by_kind": kinds,
-            "holders_without_sidecar": int(np.sum(real & ~fleet.h_sidecar & (fleet.h_kind != K_LB) & (fleet.h_kind != K_NAT))),
-            "ipv6_records": int(np.sum(fleet.ip_family[rec.remote_ip] == 6)),
+            "holders_by_kind": {KINDS[int(k)]: int(np.sum(fleet.h_kind == k)) for k in np.unique(fleet.h_kind[real])},
+            "holders_without_sidecar": int(np.sum(workers & ~fleet.h_sidecar)),
             "events_true_changes": ev.true_changes,
             "events_written": len(ev.ip),
             "events_lost": ev.lost,
             "events_duplicated": ev.duplicated,
-            "event_files": len(ev_files),
+            "event_files": n_event_files,
             "ip_reuses": int(len(gaps)),
             "ip_reuses_within_10s": int(np.sum(gaps <= 10_000)),
         },
-        "workloads": {w.name: {"domain": w.domain, "port": w.port, "kind": ["instance", "container"][w.kind],
-                               "dual_stack": w.dual_stack}
+        "workloads": {w.name: {"domain": w.domain, "port": w.port, "kind": KINDS[w.kind], "dual_stack": w.dual_stack}
                       for w in fleet.workloads if w.domain is not None},
         "domains": {w.name: w.domain for w in fleet.workloads if w.domain is not None},
         "load_balancers": {w.name: w.fronts for w in fleet.workloads if w.kind == K_LB},
@@ -176,7 +179,3 @@ def _manifest(params, window, fleet, rec, files, ev, ev_files, scale, target) ->
         "edges": [{"client": fleet.workloads[e.client].name, "server": fleet.workloads[e.server].name,
                    "port": e.port, "weight": round(e.weight, 6)} for e in fleet.edges],
     }
-
-
-def summary_dict(summary: SimSummary) -> dict:
-    return asdict(summary)

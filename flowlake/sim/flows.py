@@ -173,12 +173,15 @@ def calibrate(pairs: Pairs, weights: np.ndarray, target: float) -> float:
     return float(hi)
 
 
-def _bursty(pairs: Pairs, weights: np.ndarray, base: float, window: Window, rng: np.random.Generator) -> dict:
+def _bursty(pairs: Pairs, weights: np.ndarray, base: float, window: Window, rng: np.random.Generator,
+            i0: int, i1: int) -> dict:
+    """Short connections of bursty pairs in window intervals [i0, i1)."""
     cum = np.concatenate([[0.0], np.cumsum(weights)])
-    a, b = pairs.first_i, pairs.last_i
-    k = rng.poisson(base * pairs.rate * (cum[b + 1] - cum[a]))
+    a, b = np.maximum(pairs.first_i, i0), np.minimum(pairs.last_i, i1 - 1)
+    mass = np.where(b >= a, cum[np.maximum(b, a) + 1] - cum[a], 0.0)
+    k = rng.poisson(base * pairs.rate * mass)
     p = np.repeat(np.arange(len(pairs)), k)
-    u = cum[a[p]] + rng.random(len(p)) * (cum[b[p] + 1] - cum[a[p]])
+    u = cum[a[p]] + rng.random(len(p)) * mass[p]
     i = np.clip(np.searchsorted(cum, u, side="right") - 1, a[p], b[p])
     istart = window.start_ms + i * window.interval_ms
     lo = np.maximum(istart, pairs.ov_start[p])
@@ -194,14 +197,29 @@ def _bursty(pairs: Pairs, weights: np.ndarray, base: float, window: Window, rng:
             "req": req, "resp": resp}
 
 
-def _persistent(pairs: Pairs, weights: np.ndarray, params: SimParams, window: Window, rng: np.random.Generator) -> dict:
+@dataclass
+class Connections:
+    """Long connections of persistent pairs (a chain per pair), with the window intervals they touch."""
+
+    pair: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    ia: np.ndarray
+    ib: np.ndarray
+    d: np.ndarray  # server-side handshake offset, ms
+    req_rate: np.ndarray  # bytes/s
+    resp_rate: np.ndarray
+
+
+def persistent_connections(pairs: Pairs, params: SimParams, window: Window, *, rng: np.random.Generator) -> Connections:
+    """Chains of long connections of every persistent pair, closing before either side drains."""
     w0, w1, I = window.start_ms, window.end_ms, window.interval_ms
-    n = len(pairs)
-    s0 = np.maximum(pairs.ov_start + rng.integers(0, 5_000, size=n), w0 - 2 * HOUR_MS)
-    e0 = np.minimum(pairs.ov_end, w1 + I)
+    idx = np.flatnonzero(pairs.persistent)
+    n = len(idx)
+    s0 = np.maximum(pairs.ov_start[idx] + rng.integers(0, 5_000, size=n), w0 - 2 * HOUR_MS)
+    e0 = np.minimum(pairs.ov_end[idx], w1 + I)
     ok = e0 - s0 > 2_000
-    idx = np.flatnonzero(ok)
-    s0, e0 = s0[ok], e0[ok]
+    idx, s0, e0 = idx[ok], s0[ok], e0[ok]
     mean_ms = params.persistent_conn_mean_min * 60_000
     m = rng.poisson((e0 - s0) / mean_ms)
     bp = np.repeat(np.arange(len(idx)), m)
@@ -222,36 +240,46 @@ def _persistent(pairs: Pairs, weights: np.ndarray, params: SimParams, window: Wi
     good = end - start > 50
     owner, start, end = owner[good], start[good], end[good]
     pair = idx[owner]
-    ia = np.maximum((start - w0) // I, 0)
-    ib = np.minimum((end - w0) // I, window.n_intervals - 1)
+    k = len(pair)
+    return Connections(
+        pair=pair, start=start, end=end,
+        ia=np.maximum((start - w0) // I, 0), ib=np.minimum((end - w0) // I, window.n_intervals - 1),
+        d=rng.integers(0, 4, size=k), req_rate=rng.lognormal(4.0, 1.0, size=k),
+        resp_rate=rng.lognormal(6.0, 1.2, size=k) * pairs.resp_scale[pair],
+    )
+
+
+def _persistent(conns: Connections, weights: np.ndarray, window: Window, i0: int, i1: int) -> dict:
+    """The persistent connections' share of window intervals [i0, i1)."""
+    w0, I = window.start_ms, window.interval_ms
+    ia, ib = np.maximum(conns.ia, i0), np.minimum(conns.ib, i1 - 1)
     cnt = np.maximum(ib - ia + 1, 0)
-    conn = np.repeat(np.arange(len(pair)), cnt)
-    offs = np.arange(len(conn)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    i = ia[conn] + offs
-    p, cs, ce = pair[conn], start[conn], end[conn]
+    c = np.repeat(np.arange(len(cnt)), cnt)
+    offs = np.arange(len(c)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    i = ia[c] + offs
+    cs, ce = conns.start[c], conns.end[c]
     istart = w0 + i * I
     iend = istart + I
     opened = cs >= istart
     closed = ce < iend
     secs = (np.minimum(ce, iend) - np.maximum(cs, istart)) / 1000.0
-    req_rate = rng.lognormal(4.0, 1.0, size=len(pair))[conn]
-    resp_rate = rng.lognormal(6.0, 1.2, size=len(pair))[conn] * pairs.resp_scale[p]
-    d = rng.integers(0, 4, size=len(pair))[conn]
-    return {"pair": p, "i": i, "first_c": np.where(opened, cs, istart), "first_s": np.where(opened, cs + d, istart),
+    return {"pair": conns.pair[c], "i": i, "first_c": np.where(opened, cs, istart),
+            "first_s": np.where(opened, cs + conns.d[c], istart),
             "opened": opened.astype(np.int64), "closed": closed.astype(np.int64),
-            "req": np.rint(req_rate * secs * weights[i]).astype(np.int64),
-            "resp": np.rint(resp_rate * secs * weights[i]).astype(np.int64)}
+            "req": np.rint(conns.req_rate[c] * secs * weights[i]).astype(np.int64),
+            "resp": np.rint(conns.resp_rate[c] * secs * weights[i]).astype(np.int64)}
 
 
-def generate_records(pairs: Pairs, weights: np.ndarray, *, base: float, params: SimParams, window: Window,
-                     rng: np.random.Generator) -> Records:
-    """Connections of every pair in every interval, aggregated into contract records."""
-    parts = [_bursty(pairs.take(~pairs.persistent), weights, base, window, rng),
-             _persistent(pairs.take(pairs.persistent), weights, params, window, rng)]
-    # map sub-pair indices back to pair indices
-    parts[0]["pair"] = np.flatnonzero(~pairs.persistent)[parts[0]["pair"]]
-    parts[1]["pair"] = np.flatnonzero(pairs.persistent)[parts[1]["pair"]]
-    x = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in parts[0]}
+def generate_records(pairs: Pairs, conns: Connections, weights: np.ndarray, *, base: float, window: Window,
+                     rng: np.random.Generator, i0: int = 0, i1: int | None = None) -> Records:
+    """Connections of every pair in window intervals [i0, i1), aggregated into contract records."""
+    i1 = window.n_intervals if i1 is None else i1
+    bursty = np.flatnonzero(~pairs.persistent)
+    xb = _bursty(pairs.take(bursty), weights, base, window, rng, i0, i1)
+    xb["pair"] = bursty[xb["pair"]]
+    xp = _persistent(conns, weights, window, i0, i1)
+    x = {k: np.concatenate([xb[k], xp[k]]) for k in xb}
+    del xb, xp
     p = x["pair"]
     n = len(p)
     req, resp, ctrl = x["req"], x["resp"], x["opened"] + x["closed"]
@@ -279,12 +307,17 @@ def generate_records(pairs: Pairs, weights: np.ndarray, *, base: float, params: 
     k2 = (remote_ip * 65536 + port) * 2 + direction
     order = np.lexsort((first, k2, k1))
     k1, k2 = k1[order], k2[order]
-    starts = np.concatenate([[0], np.flatnonzero((k1[1:] != k1[:-1]) | (k2[1:] != k2[:-1])) + 1])
+    starts = np.concatenate([[0], np.flatnonzero((k1[1:] != k1[:-1]) | (k2[1:] != k2[:-1])) + 1]).astype(np.int64)
+    if n == 0:
+        starts = starts[:0]
+    del k1, k2
 
     def agg_sum(client_vals: np.ndarray, server_vals: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(both(client_vals, server_vals)[order], starts)
+        v = both(client_vals, server_vals)[order]
+        return np.add.reduceat(v, starts) if len(starts) else v[:0]
 
     first_o = order[starts]
+    srtt = both(srtt_c, srtt_s)[order]
     return Records(
         holder=holder[first_o].astype(np.int32),
         interval=interval[first_o].astype(np.int32),
@@ -300,9 +333,26 @@ def generate_records(pairs: Pairs, weights: np.ndarray, *, base: float, params: 
         segments_sent=agg_sum(data_c + ack_c + ctrl + retx_c, data_s + ack_s + ctrl + retx_s),
         segments_received=agg_sum(data_s + ack_s + ctrl, data_c + ack_c + ctrl),
         retransmits=agg_sum(retx_c, retx_s),
-        srtt_us_max=np.maximum.reduceat(both(srtt_c, srtt_s)[order], starts),
+        srtt_us_max=np.maximum.reduceat(srtt, starts) if len(starts) else srtt[:0],
         remote_holder=both(pairs.server[p], pairs.client[p])[first_o].astype(np.int32),
     )
+
+
+def chunks(window: Window, params: SimParams, target: int) -> list[tuple[int, int]]:
+    """Window interval ranges generated (and written) one at a time, aligned to file batches.
+
+    Sized from params only (about ``chunk_records`` records each), so output never depends
+    on the machine."""
+    per_interval = max(1.0, target / window.n_intervals)
+    batches = max(1, int(params.chunk_records / (per_interval * params.batch_intervals)))
+    span = batches * params.batch_intervals
+    first_abs = window.start_ms // window.interval_ms
+    out, i = [], 0
+    while i < window.n_intervals:
+        nxt = ((first_abs + i) // span + 1) * span - first_abs
+        out.append((i, min(nxt, window.n_intervals)))
+        i = nxt
+    return out
 
 
 def plan_traffic(fleet: Fleet, params: SimParams, window: Window, *, target: int,

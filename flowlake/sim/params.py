@@ -80,7 +80,7 @@ class SimParams(ComponentConfig):
     # output
     s3_endpoint: str | None = None
     write_threads: int = Field(2, ge=1, le=32)
-    truth_rows_per_file: int = Field(2_000_000, gt=0)
+    chunk_records: int = Field(1_000_000, ge=10_000, description="records generated and written per step (memory bound)")
 
     @field_validator("start")
     @classmethod

@@ -82,10 +82,13 @@ def flows_table(rec: Records, lk: Lookup, window: Window) -> pa.Table:
     return pa.Table.from_arrays([cols[f.name] for f in RAW_FLOW_SCHEMA], schema=RAW_FLOW_SCHEMA)
 
 
-def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams) -> Iterator[tuple[str, int, int]]:
-    """(key, offset, length) of each raw file: one per holder per batch of intervals."""
+def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams,
+               next_seq: np.ndarray) -> list[tuple[str, int, int]]:
+    """(key, offset, length) of each raw file: one per holder per batch of intervals.
+
+    ``next_seq`` (per holder) numbers each instance's files and is advanced."""
     if len(rec) == 0:
-        return
+        return []
     first_abs = window.start_ms // window.interval_ms
     batch = (first_abs + rec.interval.astype(np.int64)) // params.batch_intervals
     h = rec.holder.astype(np.int64)
@@ -95,11 +98,15 @@ def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams) -> I
     new_holder = np.ones(len(starts), dtype=bool)
     new_holder[1:] = h[starts[1:]] != h[starts[:-1]]
     group_id = np.cumsum(new_holder) - 1
-    seq = np.arange(len(starts)) - np.flatnonzero(new_holder)[group_id]
+    holder = h[starts]
+    seq = np.arange(len(starts)) - np.flatnonzero(new_holder)[group_id] + next_seq[holder]
+    np.maximum.at(next_seq, holder, seq + 1)
+    out = []
     for s, e, q in zip(starts.tolist(), ends.tolist(), seq.tolist()):
         first_ms = window.start_ms + int(rec.interval[s]) * window.interval_ms
         key = raw_flow_key(instance_id=lk.fleet.h_instance[int(h[s])], first_interval_start_ms=first_ms, seq=q)
-        yield key, s, e - s
+        out.append((key, s, e - s))
+    return out
 
 
 def truth_flows_table(rec: Records, lk: Lookup, window: Window) -> pa.Table:

@@ -7,8 +7,6 @@ The S3 endpoint comes from ``s3_endpoint`` (CLI ``--s3-endpoint``) or the
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -73,13 +71,3 @@ class Output:
     def delete(self, prefix: str) -> None:
         if self.fs.get_file_info(self.path(prefix)).type != pafs.FileType.NotFound:
             self.fs.delete_dir(self.path(prefix))
-
-
-def run_parallel(jobs: Iterable[Callable[[], None]], *, threads: int, on_done: Callable[[], None] | None = None) -> None:
-    """Run write jobs on a small thread pool (pyarrow and S3 I/O release the GIL)."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        for fut in futures:
-            fut.result()
-            if on_done is not None:
-                on_done()
