@@ -13,15 +13,18 @@
  *    within the generation: aggregated in the kernel, no event), or
  *  - emits one ring-buffer event (connection that outlived its generation,
  *    or was opened under an earlier sidecar): user space splits it.
- * Nothing runs per packet, except while a connection is in FIN_WAIT1/2,
- * where the received headers are parsed to learn whether the peer's FIN was
- * consumed (so it can be taken out of bytes_received).
+ * Nothing runs per packet. The peer's FIN (which the kernel counts in
+ * bytes_received) and our own (counted in bytes_acked once acknowledged) are
+ * taken out using the state transitions: CLOSE_WAIT/CLOSING mean the peer's
+ * FIN was consumed; FIN_WAIT1->FIN_WAIT2 means ours was acknowledged; from
+ * FIN_WAIT2, CLOSE after rcv_nxt moved (and no RST, seen by the
+ * tcp:tcp_receive_reset tracepoint, whose fields come from the running
+ * kernel's tracefs format) means the peer's FIN was consumed.
  */
 #include <uapi/linux/bpf.h>
 #include "flow.h"
 
 #define FL_AF_INET 2
-#define FL_TCPHDR_FIN 0x01
 /* A ctx load the compiler may neither sink into a branch nor merge. */
 #define CTX_U32(ctx, field) (*(volatile __u32 *)&(ctx)->field)
 
@@ -90,23 +93,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, u8 direct
     bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-static __always_inline void on_parse_header(struct bpf_sock_ops *skops)
+/* A RST closes the connection without a FIN: remember it for on_close. */
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
 {
-    if (!(skops->skb_tcp_flags & FL_TCPHDR_FIN))
-        return;
-    u64 cookie = bpf_get_socket_cookie(skops);
+    u64 cookie = args->sock_cookie;
     struct conn_info *ci = conns.lookup(&cookie);
-    if (!ci)
-        return;
-    u8 *data = (u8 *)(long)skops->skb_data;
-    u8 *data_end = (u8 *)(long)skops->skb_data_end;
-    if (data + 20 > data_end)
-        return;
-    u32 seq = ((u32)data[4] << 24) | ((u32)data[5] << 16) | ((u32)data[6] << 8) | (u32)data[7];
-    u32 header_len = (u32)(data[12] >> 4) * 4;
-    u32 payload = skops->skb_len > header_len ? skops->skb_len - header_len : 0;
-    ci->fin_end_seq = seq + payload + 1;
-    ci->flags |= FLOWLAKE_F_FIN_SEEN;
+    if (ci)
+        ci->flags |= FLOWLAKE_F_RESET;
+    return 0;
 }
 
 static __always_inline u64 sub_clamp(u64 a, u64 b)
@@ -122,8 +116,8 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, u64 cookie,
     if ((old_state == BPF_TCP_CLOSING || old_state == BPF_TCP_LAST_ACK) &&
         skops->snd_una == skops->snd_nxt)
         flags |= FLOWLAKE_F_FIN_ACKED;
-    if (ci && old_state == BPF_TCP_FIN_WAIT2 && (flags & FLOWLAKE_F_FIN_SEEN) &&
-        skops->rcv_nxt == ci->fin_end_seq)
+    if (ci && old_state == BPF_TCP_FIN_WAIT2 && (flags & FLOWLAKE_F_FIN_WAIT2) &&
+        !(flags & FLOWLAKE_F_RESET) && skops->rcv_nxt != ci->rcv_nxt_fin_wait2)
         flags |= FLOWLAKE_F_FIN_RCVD;
 
     u64 bytes_acked = skops->bytes_acked;
@@ -224,12 +218,11 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
     if (ci) {
         if (new_state == BPF_TCP_CLOSE_WAIT || new_state == BPF_TCP_CLOSING)
             ci->flags |= FLOWLAKE_F_FIN_RCVD;
-        if (old_state == BPF_TCP_FIN_WAIT1 && new_state == BPF_TCP_FIN_WAIT2)
-            ci->flags |= FLOWLAKE_F_FIN_ACKED;
+        if (old_state == BPF_TCP_FIN_WAIT1 && new_state == BPF_TCP_FIN_WAIT2) {
+            ci->flags |= FLOWLAKE_F_FIN_ACKED | FLOWLAKE_F_FIN_WAIT2;
+            ci->rcv_nxt_fin_wait2 = skops->rcv_nxt;
+        }
     }
-    if (new_state == BPF_TCP_FIN_WAIT1)
-        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-                                             BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
     if (new_state == BPF_TCP_CLOSE) {
         on_close(skops, cookie, ci, old_state);
         if (ci)
@@ -248,9 +241,6 @@ int flowlake_sockops(struct bpf_sock_ops *skops)
         break;
     case BPF_SOCK_OPS_STATE_CB:
         on_state_change(skops);
-        break;
-    case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
-        on_parse_header(skops);
         break;
     }
     return 1;

@@ -28,8 +28,9 @@
 /* conn_info.flags and flow_event.flags */
 #define FLOWLAKE_F_FIN_RCVD 1  /* peer's FIN consumed (bytes_received counts it) */
 #define FLOWLAKE_F_FIN_ACKED 2 /* our FIN acknowledged (bytes_acked counts it) */
-#define FLOWLAKE_F_FIN_SEEN 4  /* a FIN from the peer was parsed: fin_end_seq is set */
+#define FLOWLAKE_F_FIN_WAIT2 4 /* entered FIN_WAIT2: rcv_nxt_fin_wait2 is set */
 #define FLOWLAKE_F_ADOPTED 8   /* first seen at a state change, not at establishment */
+#define FLOWLAKE_F_RESET 16    /* a RST was received (tcp:tcp_receive_reset) */
 
 /* drops[] indexes: what the kernel side could not record */
 #define FLOWLAKE_DROP_CONN_MAP_FULL 0
@@ -73,7 +74,7 @@ struct conn_info {
     __u8 direction;
     __u8 flags;           /* FLOWLAKE_F_* */
     __u16 pad;
-    __u32 fin_end_seq;    /* sequence after the peer's FIN, if FIN_SEEN */
+    __u32 rcv_nxt_fin_wait2; /* rcv_nxt when FIN_WAIT2 was entered */
     __u32 pad2;
     __u64 base_bytes_acked;     /* counters at establishment (SYN offsets) */
     __u64 base_bytes_received;

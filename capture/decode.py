@@ -16,8 +16,9 @@ DIR_OUTBOUND = 1
 DIR_INBOUND = 2
 F_FIN_RCVD = 1
 F_FIN_ACKED = 2
-F_FIN_SEEN = 4
+F_FIN_WAIT2 = 4
 F_ADOPTED = 8
+F_RESET = 16
 
 DROP_CONN_MAP_FULL = 0
 DROP_FLOW_MAP_FULL = 1
@@ -61,7 +62,7 @@ class ConnInfo(ct.Structure):
         ("direction", ct.c_uint8),
         ("flags", ct.c_uint8),
         ("pad", ct.c_uint16),
-        ("fin_end_seq", ct.c_uint32),
+        ("rcv_nxt_fin_wait2", ct.c_uint32),
         ("pad2", ct.c_uint32),
         ("base_bytes_acked", ct.c_uint64),
         ("base_bytes_received", ct.c_uint64),

@@ -73,6 +73,7 @@ class KernelProbe:
         ):
             check_layout(name=name, python_type=py_type, kernel_size=ct.sizeof(table))
         self._fn = self.bpf.load_func(b"flowlake_sockops", bcc.BPF.SOCK_OPS)
+        release_compiler_memory()
         self._cgroup_fd: int | None = None
         self._cgroup_path = cgroup_path
         self._event_handler: Callable[[CloseEvent], None] | None = None
@@ -167,6 +168,35 @@ class KernelProbe:
     def consume_events(self) -> None:
         """Hand every pending close event to the handler without waiting."""
         self.bpf.ring_buffer_consume()
+
+
+_COMPILER_LIBS = ("libLLVM", "libclang", "libbcc")
+MADV_PAGEOUT = 21
+
+
+def release_compiler_memory() -> int:
+    """Give back the memory the one-time BPF compile used; returns bytes advised out.
+
+    BCC compiles in-process with LLVM/clang; afterwards their code pages and
+    freed heap only inflate the sidecar's RSS. malloc_trim returns the heap,
+    MADV_PAGEOUT drops the libraries' clean file-backed pages (they page back
+    in on demand if BCC ever needs them again).
+    """
+    import ctypes.util  # noqa: PLC0415
+
+    libc = ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.malloc_trim(0)
+    libc.madvise.argtypes = [ct.c_void_p, ct.c_size_t, ct.c_int]
+    advised = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            if len(parts) < 6 or not any(lib in parts[5] for lib in _COMPILER_LIBS):
+                continue
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+                advised += end - start
+    return advised
 
 
 def _prog_info(fd: int) -> tuple[int, int, int]:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BOUNDARY_GRACE_S = 0.005  # lets programs that read the old generation finish
 RELOAD_CHECK_S = 2.0
+METRICS_EVERY_S = 5.0
 
 
 class Sidecar:
@@ -55,6 +56,7 @@ class Sidecar:
         self.next_boundary_s = 0.0
         self._config_mtime = self._mtime()
         self._next_reload_check = 0.0
+        self._next_metrics = 0.0
         self._lock_fd: int | None = None
         self.probe = None
 
@@ -166,14 +168,18 @@ class Sidecar:
         if now >= self.next_boundary_s:
             self.close_interval()
             self.next_boundary_s = self._next_boundary(self.clock())
+            self._next_metrics = 0.0
             now = self.clock()
         wait_ms = int(max(0.0, min(self.next_boundary_s - now, 0.5)) * 1000)
         self.probe.poll_events(timeout_ms=max(wait_ms, 1))
         self.uploader.drain()
-        if time.monotonic() >= self._next_reload_check:
-            self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
+        mono = time.monotonic()
+        if mono >= self._next_reload_check:
+            self._next_reload_check = mono + RELOAD_CHECK_S
             self.maybe_reload()
-        self._update_metrics()
+        if mono >= self._next_metrics:
+            self._next_metrics = mono + METRICS_EVERY_S
+            self._update_metrics()
 
     def close_interval(self, *, final: bool = False) -> list[str]:
         """Close the current interval: switch generation, collect, write; returns closed file keys."""
