@@ -12,7 +12,6 @@ SUBCOMMANDS = {
     "capture": "flowlake.capture.cli:capture",
     "simulate": "flowlake.sim.cli:simulate",
     "pipeline": "flowlake.jobs.cli:pipeline",
-    "job": "flowlake.jobs.cli:job",
     "evaluate": "flowlake.jobs.cli:evaluate",
     "setup": "flowlake.setup_jars:setup",
 }
