@@ -89,6 +89,29 @@ def cycle_weights(params: SimParams, window: Window) -> np.ndarray:
     return daily * weekly * growth
 
 
+def _overlapping(fleet: Fleet, C: np.ndarray, S: np.ndarray, w0: int, w1: int,
+                 block: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(client, server, talk start, talk end) of holder pairs that can talk > 2 s inside the window.
+
+    Built in blocks of client holders so that long windows with many short-lived
+    holders never materialise the full cross product."""
+    out = []
+    step = max(1, block // len(S))
+    for k in range(0, len(C), step):
+        c, s = (a.ravel() for a in np.meshgrid(C[k:k + step], S, indexing="ij"))
+        ov_start = np.maximum(fleet.h_ready[c], fleet.h_ready[s])
+        ov_end = np.minimum(fleet.h_drain[c], fleet.h_drain[s])
+        ok = (np.minimum(ov_end, w1) - np.maximum(ov_start, w0)) > 2_000
+        out.append((c[ok], s[ok], ov_start[ok], ov_end[ok]))
+    return tuple(np.concatenate(cols) for cols in zip(*out))  # type: ignore[return-value]
+
+
+def _concurrent(fleet: Fleet, holders: np.ndarray, w0: int, w1: int) -> float:
+    """Average number of the holders alive in the window (load is spread over them)."""
+    alive = np.minimum(fleet.h_drain[holders], w1) - np.maximum(fleet.h_ready[holders], w0)
+    return max(1.0, float(np.clip(alive, 0, None).sum()) / (w1 - w0))
+
+
 def build_pairs(fleet: Fleet, params: SimParams, window: Window, *, rng: np.random.Generator) -> Pairs:
     """Every (client holder, server holder) of an edge whose talking times overlap the window."""
     parts: list[dict[str, np.ndarray]] = []
@@ -97,15 +120,12 @@ def build_pairs(fleet: Fleet, params: SimParams, window: Window, *, rng: np.rand
         C, S = fleet.holders_of(edge.client), fleet.holders_of(edge.server)
         if len(C) == 0 or len(S) == 0:
             continue
-        c, s = (a.ravel() for a in np.meshgrid(C, S, indexing="ij"))
+        c, s, ov_start, ov_end = _overlapping(fleet, C, S, w0, w1)
         keep = np.ones(len(c), dtype=bool)
         if fleet.workloads[edge.server].kind == K_EXTERNAL:  # each client uses a few peer addresses
             keep &= rng.random(len(c)) < min(1.0, 5.0 / len(S))
         if fleet.workloads[edge.client].kind == K_EXTERNAL:
             keep &= rng.random(len(c)) < min(1.0, 8.0 / len(C))
-        ov_start = np.maximum(fleet.h_ready[c], fleet.h_ready[s])
-        ov_end = np.minimum(fleet.h_drain[c], fleet.h_drain[s])
-        keep &= (np.minimum(ov_end, w1) - np.maximum(ov_start, w0)) > 2_000
         v4 = (fleet.h_v4[c] >= 0) & (fleet.h_v4[s] >= 0)
         v6 = (fleet.h_v6[c] >= 0) & (fleet.h_v6[s] >= 0)
         use6 = v6 & (~v4 | (rng.random(len(c)) < params.ipv6_flow_share))
@@ -129,7 +149,7 @@ def build_pairs(fleet: Fleet, params: SimParams, window: Window, *, rng: np.rand
             "s_ip": np.where(use6, fleet.h_v6[s], fleet.h_v4[s]).astype(np.int32),
             "port": np.full(n, edge.port, dtype=np.int32),
             "ov_start": ov_start, "ov_end": ov_end,
-            "rate": edge.weight * rng.lognormal(0.0, 0.7, size=n) / len(S),
+            "rate": edge.weight * rng.lognormal(0.0, 0.7, size=n) / _concurrent(fleet, S, w0, w1),
             "persistent": (rng.random(n) < params.persistent_pair_share) & ~ext_c & ~ext_s,
             "c_side": c_side, "s_side": s_side, "rtt_us": rtt, "loss": loss,
             "resp_scale": np.full(n, fleet.workloads[edge.server].resp_scale),
