@@ -12,8 +12,10 @@ BIG = 2**62  # "still held"
 def _owner_at(ownership: pd.DataFrame, ips: pd.Series, at_ms: pd.Series) -> pd.DataFrame:
     """Independent as-of lookup: the holding of each ip that started last at or before at_ms."""
     q = pd.DataFrame({"ip": ips.values, "at_ms": at_ms.values.astype(np.int64), "row": np.arange(len(ips))})
-    o = ownership.assign(to=ownership.to_ms.fillna(BIG).astype(np.int64)).sort_values("from_ms")
-    m = pd.merge_asof(q.sort_values("at_ms"), o[["ip", "from_ms", "to", "workload", "instance_id", "kind"]],
+    o = ownership.assign(to=ownership.to_ms.fillna(BIG).astype(np.int64),
+                         drain=ownership.drain_ms.fillna(BIG).astype(np.int64)).sort_values("from_ms")
+    cols = ["ip", "from_ms", "to", "ready_ms", "drain", "workload", "instance_id", "kind", "availability_zone"]
+    m = pd.merge_asof(q.sort_values("at_ms"), o[cols],
                       left_on="at_ms", right_on="from_ms", by="ip", direction="backward")
     m = m.sort_values("row").reset_index(drop=True)
     held = m.from_ms.notna() & (m.at_ms < m.to)
@@ -49,11 +51,17 @@ def test_records_lie_within_both_holdings(stress_out, stress_flows):
     assert local.held.all(), "a record's local side did not hold local_ip at first_start_ms"
     assert (local.instance_id.values == df.instance_id.values).all()
     assert (local.workload.values == df.local_workload.values).all()
+    assert (local.availability_zone.values == df.availability_zone.values).all()
+    # connections open after both sides are ready and close before either drains
+    assert (df.first_start_ms.values >= local.ready_ms.values).all()
+    assert (df.first_start_ms.values <= local.drain.values).all()
     # the interval a record lies in starts before its local holder released the ip
     assert (df.interval_start_ms.values < local.to.values).all()
     internal = df.true_remote_kind != "external"
     remote = _owner_at(o, df.remote_ip[internal], df.first_start_ms[internal])
     assert remote.held.all(), "a record's remote ip had no holder at first_start_ms"
+    assert (remote.at_ms.values >= remote.ready_ms.values).all()
+    assert (remote.at_ms.values <= remote.drain.values).all()
     sub = df[internal]
     assert (remote.workload.values == sub.true_remote_workload.values).all()
     assert (remote.kind.values == sub.true_remote_kind.values).all()
