@@ -7,6 +7,15 @@ import sys
 import click
 
 
+class _NoPandas:
+    """Import hook that makes pandas unavailable (pyarrow then skips it)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name} is not loaded in the capture sidecar process", name=name)
+        return None
+
+
 @click.group()
 def capture() -> None:
     """The capture sidecar: exact TCP flow records from the kernel to S3."""
@@ -18,6 +27,10 @@ def capture() -> None:
 @click.option("--interval-s", type=float, default=None, help="Override interval_s.")
 def run(config_path: str | None, interval_s: float | None) -> None:
     """Run the sidecar until SIGTERM (the open interval is flushed)."""
+    # pyarrow imports pandas (~50 MB resident) the first time it builds an array
+    # from Python objects; the sidecar never needs it, so this process does without.
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     from .sidecar import run_sidecar  # noqa: PLC0415
 
     overrides = {"interval_s": interval_s} if interval_s is not None else {}

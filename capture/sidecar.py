@@ -185,7 +185,8 @@ class Sidecar:
         """Close the current interval: switch generation, collect, write; returns closed file keys."""
         end_ms = self._now_ms()
         old_gen, new_gen = self.gen, self.gen + 1
-        self.aggregator.begin(gen=new_gen, start_ms=end_ms)
+        if new_gen not in self.aggregator.intervals:  # else: a failed attempt already opened it
+            self.aggregator.begin(gen=new_gen, start_ms=end_ms)
         self.probe.set_generation(new_gen)
         time.sleep(BOUNDARY_GRACE_S)
         self.probe.consume_events()
