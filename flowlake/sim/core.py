@@ -106,6 +106,7 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
     next_seq = np.zeros(fleet.n_holders, dtype=np.int64)
     n_records = n_files = 0
     pending: list[Future] = []
+    written = 0  # intervals whose files are being written
     with ThreadPoolExecutor(max_workers=params.write_threads) as pool:
         for ci, (i0, i1) in enumerate(plan):
             rec = generate_records(pairs, conns, weights, base=base, window=window,
@@ -117,10 +118,11 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
             n_files += len(files)
             for fut in pending:  # at most one chunk in flight while the next is generated
                 fut.result()
+            bar.update(written)
             pending = [pool.submit(output.write_table, key, table.slice(off, n)) for key, off, n in files]
             pending.append(pool.submit(output.write_table, f"{TRUTH_FLOWS_PREFIX}/part-{ci:05d}.parquet", truth))
             del rec
-            bar.update(i1 - i0)
+            written = i1 - i0
         ev_files = list(event_files(ev, lk, params))
         for key, payload in ev_files:
             if isinstance(payload, pa.Table):
@@ -131,6 +133,7 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
                                    ownership_table(held, lk, window)))
         for fut in pending:
             fut.result()
+    bar.update(written)
     bar.close()
 
     manifest = _manifest(params, window, fleet, n_records, n_files, ev, len(ev_files), scale, target, len(plan))
