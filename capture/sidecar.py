@@ -226,8 +226,9 @@ class Sidecar:
             self.save_state()
             self.uploader.drain(force=True)
             self._update_metrics()
-            log.info("kernel side: %s, drops: %s, late inputs: %d",
-                     self.probe.stats(), self.probe.drops(), self.aggregator.late_inputs)
+            log.info("kernel side: %s, drops: %s, late inputs: %d, untracked closes: %d",
+                     self.probe.stats(), self.probe.drops(), self.aggregator.late_inputs,
+                     self.aggregator.untracked_closes)
         finally:
             self.probe.close()
             self.probe = None

@@ -154,9 +154,8 @@ http {{
 """
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
-                    reason="nginx missing: run scripts/setup-capture.sh")
 def test_curl_against_nginx_matches_both_sides_own_counts(tmp_path, netns_pair):
+    assert shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"), "nginx missing: run scripts/setup-capture.sh"
     client_ip, server_ip = netns_pair.v4
     web = tmp_path / "web"
     (web / "www").mkdir(parents=True)
