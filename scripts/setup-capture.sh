@@ -2,7 +2,8 @@
 # Install what the capture sidecar and its kernel tests need on a Debian host.
 # Idempotent: safe to run again. Needs root.
 #
-#  - python3-bpfcc + bpfcc-tools (BCC; tcplife for the benchmark)
+#  - python3-bpfcc + bpfcc-tools (BCC; tcplife for the benchmark), bpftool and
+#    gcc (benchmark: BPF run time, the C load generator)
 #  - Debian linux-headers BCC compiles against, linked where BCC looks
 #    (/lib/modules/$(uname -r)/build) when the running kernel has none.
 #    The sidecar's eBPF code reads no kernel struct through these headers.
@@ -25,7 +26,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 \
-    iproute2 nftables curl nginx-light procps >/dev/null
+    iproute2 nftables curl nginx-light procps bpftool gcc libc6-dev >/dev/null
 
 # nginx is only a test fixture: do not leave the packaged one listening.
 if pgrep -x nginx >/dev/null 2>&1 && [[ -f /run/nginx.pid ]]; then
