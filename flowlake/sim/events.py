@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowlake.sim.fleet import FOREVER, K_EXTERNAL, KINDS, Fleet
+from flowlake.sim.fleet import FOREVER, K_EXTERNAL, Fleet
 from flowlake.sim.params import SimParams, Window
 
 
@@ -100,7 +100,3 @@ def track(held: Holdings, params: SimParams, *, rng: np.random.Generator) -> Eve
     return Events(event_ms=event_ms[sel], published_ms=published[sel], file_ms=file_ms,
                   ip=held.ip[row[sel]], assign=assign[sel], holder=held.holder[row[sel]],
                   true_changes=m, lost=int(lost.sum()), duplicated=int(dup.sum()))
-
-
-def kind_name(kind: int) -> str:
-    return KINDS[kind]

@@ -11,6 +11,7 @@ workload (a scale-out task) after a short (3-10 s) or long (minutes) gap.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import ipaddress
 from dataclasses import dataclass, field
@@ -295,20 +296,20 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
                 add_holder(w, slot % n_az, w0 - history, FOREVER)
 
     reuse_targets = [i for i, s in enumerate(specs) if s.kind in (K_INSTANCE, K_CONTAINER)]
-    free: list[list[tuple[int, int]]] = [[] for _ in range(n_az)]  # per az: (ip, released_ms)
+    # per az: free addresses and their release times, in release order (the sweep is chronological)
+    free: list[tuple[list[int], list[int]]] = [([], []) for _ in range(n_az)]
     gaps: list[int] = []
     while heap:
         t, order, _, h = heapq.heappop(heap)
         row = rows[h]
         if order == 1:  # start: needs addresses
             if row["v4"] is None:
-                pool = free[row["az"]]
-                ok = [i for i, (_, rel) in enumerate(pool) if rel <= t - params.min_reuse_gap_ms]
-                if ok and rng.random() < 0.3:
-                    i = ok[int(rng.integers(len(ok)))]
-                    ip, released = pool.pop(i)
-                    row["v4"] = ip
-                    gaps.append(t - released)
+                ips, released = free[row["az"]]
+                n_ok = bisect.bisect_right(released, t - params.min_reuse_gap_ms)
+                if n_ok and rng.random() < 0.3:
+                    i = int(rng.integers(n_ok))
+                    row["v4"] = ips.pop(i)
+                    gaps.append(t - released.pop(i))
                 else:
                     row["v4"] = space.fresh_v4(row["az"])
             if specs[row["w"]].dual_stack:
@@ -330,7 +331,8 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
                 add_holder(w2, row["az"], t + gap, end if end < w1 + HOUR_MS else FOREVER, reserved_v4=ip)
                 gaps.append(gap)
                 continue
-        free[row["az"]].append((ip, t))
+        free[row["az"]][0].append(ip)
+        free[row["az"]][1].append(t)
 
     n = len(rows)
     h_from = np.array([r["from"] for r in rows], dtype=np.int64)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowlake.sim.fleet import EXTERNAL_CLASSES, FOREVER, K_EXTERNAL, Fleet
+from flowlake.sim.fleet import EXTERNAL_CLASSES, K_EXTERNAL, Fleet
 from flowlake.sim.params import DAY_MS, HOUR_MS, SimParams, Window
 
 MSS = 1448
