@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "pipeline": "flowlake.jobs.cli:pipeline",
     "evaluate": "flowlake.jobs.cli:evaluate",
     "setup": "flowlake.setup_jars:setup",
+    "report": "flowlake.report:report",
 }
 
 

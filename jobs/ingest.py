@@ -8,28 +8,27 @@ reason, and the run goes on with the rest.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import re
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.json as pajson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from flowlake.contracts import (
-    ACTION_ASSIGN, ACTION_UNASSIGN, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IP_EVENT_DDL, IP_EVENTS_PREFIX,
-    PROTOCOL_TCP, RAW_FLOW_DDL, RAW_FLOW_SCHEMA, RAW_FLOWS_PREFIX, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
+    ACTION_ASSIGN, ACTION_UNASSIGN, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IP_EVENT_DDL, IP_EVENT_SCHEMA,
+    IP_EVENTS_PREFIX,
+    PROTOCOL_TCP, RAW_FLOW_DDL, RAW_FLOW_SCHEMA, RAW_FLOWS_PREFIX, SCHEMA_VERSION, SCHEMA_VERSION_KEY, canonical_ip,
 )
 from flowlake.jobs import lake as lk
-from flowlake.jobs.ips import canonical_ip_col
 from flowlake.storage import Location, resolve
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ FILES_DDL = (
 QUARANTINE_DDL = "source_file string, kind string, reason string, quarantine_path string, run_id string, detected_at_ms bigint"
 STATUS_INGESTED = "ingested"
 STATUS_QUARANTINED = "quarantined"
-FOOTER_WORKERS = 16
+FILES_PER_TASK = 64
 NOT_NULL_FLOW_COLUMNS = [f.name for f in RAW_FLOW_SCHEMA if not f.nullable]
 COUNTER_COLUMNS = ["connections_opened", "connections_closed", "bytes_sent", "bytes_received",
                    "segments_sent", "segments_received", "retransmits"]
@@ -72,7 +71,7 @@ class IngestResult:
         return text
 
 
-# --------------------------------------------------------------------------- listing and file checks
+# --------------------------------------------------------------------------- listing and reading files
 
 def _days(start_ms: int, end_ms: int) -> list[str]:
     day = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc).date()
@@ -94,38 +93,108 @@ def list_files(loc: Location, prefixes: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
-def check_parquet_footer(loc: Location, key: str, *, expected: pa.Schema, check_version: bool) -> tuple[str | None, int]:
-    """(reason or None, row count) from a Parquet file's footer alone."""
-    try:
-        with loc.fs.open_input_file(f"{loc.path}/{key}") as f:
-            meta = pq.ParquetFile(f).metadata
-            schema = meta.schema.to_arrow_schema()
-    except Exception as err:  # noqa: BLE001 - any unreadable file is quarantined with the reason
-        return f"not a readable Parquet file: {type(err).__name__}: {str(err)[:200]}", 0
-    if check_version:
-        kv = meta.metadata or {}
-        version = kv.get(SCHEMA_VERSION_KEY)
-        if version != SCHEMA_VERSION.encode():
-            shown = version.decode(errors="replace") if version else "missing"
-            return f"schema version {shown} (expected {SCHEMA_VERSION} in {SCHEMA_VERSION_KEY.decode()})", 0
-    for want in expected:
-        if want.name not in schema.names:
-            return f"column {want.name} is missing", 0
-        got = schema.field(want.name).type
-        if got != want.type:
-            return f"column {want.name} is {got}, the contract says {want.type}", 0
-    return None, meta.num_rows
-
-
-def check_gzip(loc: Location, key: str) -> str | None:
-    """Reason a .gz file cannot be decompressed, or None."""
-    try:
-        with loc.fs.open_input_stream(f"{loc.path}/{key}", compression=None) as raw, gzip.open(raw) as gz:
-            while gz.read(1 << 20):
-                pass
-    except Exception as err:  # noqa: BLE001
-        return f"not a readable gzip file: {type(err).__name__}: {str(err)[:200]}"
+def key_reason(key: str, *, kind: str) -> str | None:
+    """Why an object key breaks the contract's layout (or tries to leave the prefix), or None."""
+    key_re = RAW_KEY_RE if kind == KIND_FLOWS else EVENT_KEY_RE
+    if ".." in key.split("/") or "\\" in key or not key_re.match(key):
+        prefix = RAW_FLOWS_PREFIX if kind == KIND_FLOWS else IP_EVENTS_PREFIX
+        return f"key does not follow the contract layout ({prefix}/dt=YYYY-MM-DD/...)"
     return None
+
+
+def read_contract_file(loc: Location, key: str, *, kind: str) -> tuple[pa.Table | None, str | None]:
+    """Read one raw file into the contract's Arrow schema: (table, None) or (None, reason)."""
+    reason = key_reason(key, kind=kind)
+    if reason:
+        return None, reason
+    schema = RAW_FLOW_SCHEMA if kind == KIND_FLOWS else IP_EVENT_SCHEMA
+    path = f"{loc.path}/{key}"
+    try:
+        if key.endswith(".parquet"):
+            with loc.fs.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                if kind == KIND_FLOWS:
+                    version = (pf.metadata.metadata or {}).get(SCHEMA_VERSION_KEY)
+                    if version != SCHEMA_VERSION.encode():
+                        shown = version.decode(errors="replace") if version else "missing"
+                        return None, f"schema version {shown} (expected {SCHEMA_VERSION} in {SCHEMA_VERSION_KEY.decode()})"
+                table = pf.read()
+        else:
+            with loc.fs.open_input_stream(path, compression="gzip") as stream:
+                data = stream.read()
+            if not data.strip():
+                return pa.Table.from_pylist([], schema=schema), None
+            table = pajson.read_json(pa.BufferReader(data), parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is quarantined with the reason
+        what = "Parquet" if key.endswith(".parquet") else "gzip JSON Lines"
+        return None, f"not a readable {what} file: {type(err).__name__}: {str(err)[:200]}"
+    for want in schema:
+        if want.name not in table.column_names:
+            return None, f"column {want.name} is missing"
+        got = table.schema.field(want.name).type
+        if got != want.type and not (got == pa.null()):
+            return None, f"column {want.name} is {got}, the contract says {want.type}"
+    return table.select(schema.names).cast(schema.remove_metadata()), None
+
+
+def _canonical_or_none(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return canonical_ip(text)
+    except ValueError:
+        return None
+
+
+def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
+    values = col.to_pylist()
+    memo = {v: _canonical_or_none(v) for v in set(values)}
+    return pa.array([memo[v] for v in values], type=pa.string())
+
+
+def reader_ddl(kind: str) -> str:
+    """Schema of :func:`read_files`' rows."""
+    base = RAW_FLOW_DDL if kind == KIND_FLOWS else IP_EVENT_DDL
+    ips = "_local_ip_c string, _remote_ip_c string" if kind == KIND_FLOWS else "_ip_c string"
+    return f"{base}, source_file string, {ips}, _file_reason string"
+
+
+def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str) -> DataFrame:
+    """All rows of the given raw files, read in Spark tasks with pyarrow.
+
+    Each file is read whole by one task: its rows come with ``source_file`` and
+    canonical IPs; a file that cannot be read gives one row with only
+    ``source_file`` and ``_file_reason``. Reading in tasks costs about a
+    millisecond per small file, where Spark's own Parquet scan costs ten.
+    """
+    ddl = reader_ddl(kind)
+    schema = RAW_FLOW_SCHEMA if kind == KIND_FLOWS else IP_EVENT_SCHEMA
+    ip_cols = ["local_ip", "remote_ip"] if kind == KIND_FLOWS else ["ip"]
+    out_names = [c.split()[0] for c in ddl.split(", ")]
+
+    def read_batches(batches):
+        loc = resolve(raw_root)
+        for batch in batches:
+            for key in batch.column("key").to_pylist():
+                table, reason = read_contract_file(loc, key, kind=kind)
+                src = loc.uri(f"{loc.path}/{key}")
+                if table is None:
+                    cols = {n: pa.nulls(1, schema.field(n).type if n in schema.names else pa.string())
+                            for n in out_names}
+                    cols.update(source_file=pa.array([src]), _file_reason=pa.array([reason]))
+                    yield pa.RecordBatch.from_arrays([cols[n] for n in out_names], names=out_names)
+                    continue
+                n = table.num_rows
+                extra = [pa.array([src] * n, type=pa.string())]
+                extra += [_canonical_array(table.column(c)) for c in ip_cols]
+                extra += [pa.nulls(n, type=pa.string())]
+                arrays = [table.column(c).combine_chunks() for c in schema.names] + extra
+                yield pa.RecordBatch.from_arrays(arrays, names=out_names)
+
+    partitions = max(1, min(len(keys) // FILES_PER_TASK + 1, spark.sparkContext.defaultParallelism * 4))
+    keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(partitions)
+    return keys_df.mapInArrow(read_batches, ddl)
 
 
 # --------------------------------------------------------------------------- row checks (pure)
@@ -175,32 +244,31 @@ def _any(conds: list[Column]) -> Column:
 
 
 def validate_flows(raw: DataFrame, *, now_ms: int, max_future_skew_ms: int) -> DataFrame:
-    """Raw rows (+ source_file) with canonical IPs, ``dt`` and ``_reason`` (null = good row)."""
+    """Reader rows (:func:`reader_ddl`) with canonical IPs, ``dt`` and ``_reason`` (null = good row)."""
     return (
-        raw.withColumn("_local_ip_c", canonical_ip_col("local_ip"))
-        .withColumn("_remote_ip_c", canonical_ip_col("remote_ip"))
-        .withColumn("_reason", flow_row_reason(now_ms=now_ms, max_future_skew_ms=max_future_skew_ms))
+        raw.withColumn("_reason", F.coalesce(
+            "_file_reason", flow_row_reason(now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)))
         .withColumn("local_ip", F.col("_local_ip_c"))
         .withColumn("remote_ip", F.col("_remote_ip_c"))
-        .drop("_local_ip_c", "_remote_ip_c")
+        .drop("_local_ip_c", "_remote_ip_c", "_file_reason")
         .withColumn("dt", F.to_date(F.timestamp_millis("interval_start_ms")))
     )
 
 
 def validate_events(raw: DataFrame) -> DataFrame:
-    """Event rows (+ source_file) with canonical ip and ``_reason``."""
+    """Reader rows (:func:`reader_ddl`) with canonical ip and ``_reason`` (null = good row)."""
     return (
-        raw.withColumn("_ip_c", canonical_ip_col("ip"))
-        .withColumn("_reason", event_row_reason())
+        raw.withColumn("_reason", F.coalesce("_file_reason", event_row_reason()))
         .withColumn("ip", F.col("_ip_c"))
-        .drop("_ip_c")
+        .drop("_ip_c", "_file_reason")
     )
 
 
 def file_stats(validated: DataFrame, *, time_col: str) -> DataFrame:
-    """One row per source file: rows read, bad rows, first reason, min/max time."""
+    """One row per source file: rows, bad rows, first reason, min/max time (a file's own failure
+    is one row with only a reason: rows counts data rows, not that one)."""
     return validated.groupBy("source_file").agg(
-        F.count(F.lit(1)).alias("rows"),
+        F.count(time_col).alias("rows"),
         F.count("_reason").alias("bad_rows"),
         F.min("_reason").alias("reason"),
         F.min(time_col).alias("min_time_ms"),
@@ -210,14 +278,14 @@ def file_stats(validated: DataFrame, *, time_col: str) -> DataFrame:
 
 # --------------------------------------------------------------------------- running
 
-def _source_file_col() -> Column:
-    path = F.regexp_replace(F.col("_metadata.file_path"), r"^file:(//)?", "")
-    return F.url_decode(path)
+def _processed_files(spark: SparkSession, lake: lk.Lake, kind: str) -> DataFrame:
+    """The processed-files log for one kind (one entry per file)."""
+    files = lk.read(spark, lake.ingested_files, ddl=FILES_DDL).where(F.col("kind") == kind)
+    return files.dropDuplicates(["source_file"])
 
 
 def _already_processed(spark: SparkSession, lake: lk.Lake, kind: str) -> set[str]:
-    files = lk.read(spark, lake.ingested_files, ddl=FILES_DDL)
-    return {r[0] for r in files.where(F.col("kind") == kind).select("source_file").toLocalIterator()}
+    return {r[0] for r in _processed_files(spark, lake, kind).select("source_file").toLocalIterator()}
 
 
 def _quarantine_copy(loc: Location, key: str, dest_root: str) -> str:
@@ -225,13 +293,33 @@ def _quarantine_copy(loc: Location, key: str, dest_root: str) -> str:
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._=-]", "_", key.rsplit("/", 1)[-1])[-100:] or "file"
     target = f"{dest.path}/{digest}-{name}"
-    dest.fs.create_dir(dest.path, recursive=True)
     try:
+        dest.fs.create_dir(dest.path, recursive=True)
         pafs.copy_files(f"{loc.path}/{key}", target, source_filesystem=loc.fs, destination_filesystem=dest.fs)
     except Exception as err:  # noqa: BLE001 - the log still names the original
         log.warning("could not copy %s to quarantine: %s", key, err)
         return f"(copy failed: {err}) original at {loc.uri(f'{loc.path}/{key}')}"
     return dest.uri(target)
+
+
+def _in_bronze(spark: SparkSession, target: str, uris: list[str], *, kind: str) -> set[str]:
+    """Which of these files' rows are already in bronze (a run that died before logging them)."""
+    if not lk.exists(spark, target) or not uris:
+        return set()
+    table = lk.read(spark, target)
+    if kind == KIND_FLOWS:
+        days = sorted({m.group(1) for u in uris if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", u))})
+        if days:  # rows sit in their own day's partition or the next (a file may span midnight)
+            last = (datetime.fromisoformat(days[-1]) + timedelta(days=1)).date().isoformat()
+            table = table.where((F.col("dt") >= F.lit(days[0]).cast("date")) & (F.col("dt") <= F.lit(last).cast("date")))
+    found = table.select("source_file").where(F.col("source_file").isin(uris)).distinct()
+    return {r[0] for r in found.toLocalIterator()}
+
+
+def _bad_reason(stat) -> str:
+    if stat["rows"] == 0:
+        return stat["reason"]
+    return f"{stat['bad_rows']} of {stat['rows']} row(s) bad, e.g. {stat['reason']}"
 
 
 def ingest(
@@ -245,118 +333,65 @@ def ingest(
     now_ms: int | None = None,
     max_future_skew_ms: int = 3_600_000,
 ) -> IngestResult:
-    """Ingest the given new file keys of one kind into bronze; quarantine the bad ones."""
+    """Ingest the given new file keys of one kind into bronze; quarantine the bad ones.
+
+    Order of writes, so that a run killed anywhere can simply be re-run:
+    quarantine log, bronze rows, then the processed-files log. A file whose
+    rows reached bronze but not the log is recognised and not written twice.
+    """
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     loc = resolve(raw_root)
     result = IngestResult(kind=kind, files_seen=len(keys))
     if not keys:
         return result
     uri = {k: loc.uri(f"{loc.path}/{k}") for k in keys}
-    bad: dict[str, str] = {}
-    expected_rows: dict[str, int] = {}
-    key_re = RAW_KEY_RE if kind == KIND_FLOWS else EVENT_KEY_RE
-
-    def check(key: str) -> tuple[str, str | None, int]:
-        if ".." in key.split("/") or not key_re.match(key):
-            return key, f"key does not follow the contract layout ({RAW_FLOWS_PREFIX if kind == KIND_FLOWS else IP_EVENTS_PREFIX}/...)", 0
-        if key.endswith(".parquet"):
-            reason, rows = check_parquet_footer(
-                loc, key, expected=RAW_FLOW_SCHEMA if kind == KIND_FLOWS else _event_arrow_schema(),
-                check_version=kind == KIND_FLOWS,
-            )
-            return key, reason, rows
-        return key, check_gzip(loc, key), -1
-
-    with ThreadPoolExecutor(FOOTER_WORKERS) as pool:
-        for key, reason, rows in pool.map(check, keys):
-            if reason:
-                bad[key] = reason
-            else:
-                expected_rows[key] = rows
-
-    good_keys = [k for k in keys if k not in bad]
-    validated = None
-    if good_keys:
-        spark.conf.set("spark.sql.files.ignoreCorruptFiles", "true")  # a corrupt page shows as a row-count gap
-        if kind == KIND_FLOWS:
-            raw = spark.read.schema(RAW_FLOW_DDL).parquet(*[loc.spark_uri(f"{loc.path}/{k}") for k in good_keys])
-            validated = validate_flows(raw.withColumn("source_file", _source_file_col()), now_ms=now_ms,
-                                       max_future_skew_ms=max_future_skew_ms)
-            time_col = "interval_start_ms"
-        else:
-            parts = []
-            pq_keys = [k for k in good_keys if k.endswith(".parquet")]
-            js_keys = [k for k in good_keys if not k.endswith(".parquet")]
-            if pq_keys:
-                parts.append(spark.read.schema(IP_EVENT_DDL).parquet(*[loc.spark_uri(f"{loc.path}/{k}") for k in pq_keys]))
-            if js_keys:
-                parts.append(
-                    spark.read.schema(IP_EVENT_DDL + ", _corrupt string")
-                    .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
-                    .json([loc.spark_uri(f"{loc.path}/{k}") for k in js_keys])
-                    .withColumn("_bad_json", F.col("_corrupt").isNotNull()).drop("_corrupt")
-                )
-            parts = [p.withColumn("source_file", _source_file_col()) for p in parts]
-            parts = [p if "_bad_json" in p.columns else p.withColumn("_bad_json", F.lit(False)) for p in parts]
-            raw = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-            validated = validate_events(raw).withColumn(
-                "_reason", F.when(F.col("_bad_json"), F.lit("malformed JSON line")).otherwise(F.col("_reason"))
-            ).drop("_bad_json")
-            time_col = "event_ms"
-        validated = validated.persist()
-        stats = {r["source_file"]: r for r in file_stats(validated, time_col=time_col).collect()}
-        for key in good_keys:
-            s = stats.get(uri[key])
-            want = expected_rows.get(key, -1)
-            if s is not None and s["bad_rows"]:
-                bad[key] = f"{s['bad_rows']} bad row(s), e.g. {s['reason']}"
-            elif want >= 0 and (s["rows"] if s is not None else 0) != want:
-                bad[key] = f"read {s['rows'] if s is not None else 0} of {want} rows: corrupt data pages"
+    target = lake.bronze_flows if kind == KIND_FLOWS else lake.bronze_ip_events
+    raw = read_files(spark, raw_root=raw_root, keys=keys, kind=kind)
+    if kind == KIND_FLOWS:
+        validated = validate_flows(raw, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
+        time_col = "interval_start_ms"
+    else:
+        validated = validate_events(raw)
+        time_col = "event_ms"
+    validated = validated.persist()
+    stats = {r["source_file"]: r for r in file_stats(validated, time_col=time_col).collect()}
+    bad = {k: _bad_reason(stats[uri[k]]) for k in keys if uri[k] in stats and stats[uri[k]]["bad_rows"]}
+    detected = int(time.time() * 1000)
 
     # 1) quarantine: copies and log, keyed by source file (a re-run rewrites the same rows)
-    detected = int(time.time() * 1000)
     qrows = []
     for key, reason in sorted(bad.items()):
         dest = _quarantine_copy(loc, key, lake.quarantine_copy_root(run_id))
-        qrows.append({"source_file": uri[key], "kind": kind, "reason": reason, "quarantine_path": dest,
-                      "run_id": run_id, "detected_at_ms": detected})
-    result.quarantined = qrows
+        qrows.append((uri[key], kind, reason, dest, run_id, detected))
+    result.quarantined = [dict(zip(["source_file", "kind", "reason", "quarantine_path", "run_id", "detected_at_ms"], r))
+                          for r in qrows]
     if qrows:
-        qdf = spark.createDataFrame([tuple(r.values()) for r in qrows], QUARANTINE_DDL)
-        lk.replace_where(qdf, lake.quarantine_files, predicate=lk.sql_in("source_file", [r["source_file"] for r in qrows]))
+        lk.replace_where(spark.createDataFrame(qrows, QUARANTINE_DDL), lake.quarantine_files,
+                         predicate=lk.sql_in("source_file", [r[0] for r in qrows]))
         log.warning("quarantined %d %s file(s) under %s", len(qrows), kind, lake.quarantine_copy_root(run_id))
 
-    # 2) bronze: rows of the good files, replacing any rows of the same files (idempotent re-run)
-    ok_keys = [k for k in good_keys if k not in bad]
+    # 2) bronze: rows of the good files not already there
+    ok_uris = [uri[k] for k in keys if k not in bad]
+    fresh = sorted(set(ok_uris) - _in_bronze(spark, target, ok_uris, kind=kind))
+    if fresh:
+        rows = validated.where(F.col("source_file").isin(fresh)).drop("_reason")
+        lk.append(rows, target, partition_by=["dt"] if kind == KIND_FLOWS else None)
+    validated.unpersist()
+
     file_rows = []
-    if ok_keys:
-        ok_uris = [uri[k] for k in ok_keys]
-        rows = validated.where(F.col("source_file").isin(ok_uris)).drop("_reason")
-        target = lake.bronze_flows if kind == KIND_FLOWS else lake.bronze_ip_events
-        lk.replace_where(rows, target, predicate=lk.sql_in("source_file", ok_uris),
-                         partition_by=["dt"] if kind == KIND_FLOWS else None)
-        for k in ok_keys:
-            s = stats.get(uri[k])
-            file_rows.append((uri[k], kind, STATUS_INGESTED, None, int(s["rows"]) if s else 0,
-                              s["min_time_ms"] if s else None, s["max_time_ms"] if s else None, run_id, detected))
-        result.files_ingested = len(ok_keys)
-        result.rows_ingested = sum(r[4] for r in file_rows)
-        mins = [r[5] for r in file_rows if r[5] is not None]
-        result.min_time_ms = min(mins) if mins else None
-    if validated is not None:
-        validated.unpersist()
+    for u in ok_uris:
+        s = stats.get(u)
+        file_rows.append((u, kind, STATUS_INGESTED, None, int(s["rows"]) if s else 0,
+                          s["min_time_ms"] if s else None, s["max_time_ms"] if s else None, run_id, detected))
+    result.files_ingested = len(ok_uris)
+    result.rows_ingested = sum(r[4] for r in file_rows)
+    mins = [r[5] for r in file_rows if r[5] is not None]
+    result.min_time_ms = min(mins) if mins else None
 
     # 3) the processed-files log, last: a file is marked done only once its rows are in
     file_rows += [(uri[k], kind, STATUS_QUARANTINED, bad[k], None, None, None, run_id, detected) for k in bad]
-    fdf = spark.createDataFrame(file_rows, FILES_DDL)
-    lk.replace_where(fdf, lake.ingested_files, predicate=lk.sql_in("source_file", [r[0] for r in file_rows]))
+    lk.append(spark.createDataFrame(file_rows, FILES_DDL), lake.ingested_files)
     return result
-
-
-def _event_arrow_schema() -> pa.Schema:
-    from flowlake.contracts import IP_EVENT_SCHEMA
-
-    return IP_EVENT_SCHEMA
 
 
 def new_flow_keys(spark: SparkSession, *, raw_root: str, lake: lk.Lake, start_ms: int, end_ms: int,

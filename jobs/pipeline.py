@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from flowlake.jobs import attribute, dependencies, ingest, ownership
+from flowlake.jobs import attribute, dependencies, gold, ingest, ownership
 from flowlake.jobs import lake as lk
 from flowlake.jobs.config import JobsConfig
 from flowlake.jobs.ownership import OWNERSHIP_DDL, CONFLICT_DDL, evidence_pad_ms
@@ -166,6 +166,8 @@ def run(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: int, en
     lk.replace_where(dependencies.transform(silver), lake.app_dependencies,
                      predicate=f"hour_start_ms >= {h0} AND hour_start_ms < {h1}")
     lap("dependencies")
+    seconds.update(gold.run_gold(spark, lake, h0_ms=h0, h1_ms=h1, config=config))
+    clock[0] = time.monotonic()
 
     counts = {r[0]: r[1] for r in lk.read(spark, lake.flows_attributed)
               .where((F.col("interval_start_ms") >= a) & (F.col("interval_start_ms") < end_ms))
