@@ -1,0 +1,50 @@
+"""gold_crosszone: daily bytes per zone scope, priced from conf."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from flowlake.jobs import gold_crosszone
+from flowlake.jobs.insight_config import Prices
+from tests.gold.helpers import HOUR, T0, dep, deps_df
+
+PRICES = Prices(bytes_per_gb=1000, same_az_usd_per_gb=0.0, cross_az_usd_per_gb=0.02,
+                cross_region_usd_per_gb=0.05, unknown_usd_per_gb=0.09)
+
+
+def test_costs_add_up_to_bytes_times_rate_per_scope(spark):
+    rows = [
+        dep(src_availability_zone="us-east-1a", dst_availability_zone="us-east-1a", bytes_to_dst=500, bytes_to_src=500),
+        dep(src_availability_zone="us-east-1a", dst_availability_zone="us-east-1b", bytes_to_dst=3000,
+            bytes_to_src=1000),
+        dep(hour_start_ms=T0 + HOUR, src_availability_zone="us-east-1a", dst_availability_zone="us-east-1b",
+            dst_port=8080, bytes_to_dst=1000, bytes_to_src=0),
+        dep(src_availability_zone="us-east-1a", dst_availability_zone="eu-west-1b", bytes_to_dst=2000,
+            bytes_to_src=0),
+        dep(src_availability_zone="us-east-1a", dst_workload="external:internet", dst_availability_zone=None,
+            bytes_to_dst=10_000, bytes_to_src=0),
+    ]
+    out = {r.scope: r for r in gold_crosszone.transform(deps_df(spark, rows), prices=PRICES).collect()}
+    assert set(out) == {"same_az", "cross_az", "cross_region", "unknown"}
+    # two hours (and two ports) of one pair make one daily row
+    assert out["cross_az"].bytes_total == 5000
+    assert out["cross_az"].cost_usd == pytest.approx(5000 / 1000 * 0.02)
+    assert out["same_az"].cost_usd == 0.0
+    assert out["cross_region"].cost_usd == pytest.approx(2 * 0.05)
+    assert (out["cross_region"].src_region, out["cross_region"].dst_region) == ("us-east-1", "eu-west-1")
+    assert out["unknown"].cost_usd == pytest.approx(10 * 0.09)
+    total = sum(r.cost_usd for r in out.values())
+    assert total == pytest.approx(sum(r.bytes_total * r.usd_per_gb / 1000 for r in out.values()))
+
+
+def test_pair_split_into_days_at_midnight(spark):
+    rows = [dep(hour_start_ms=T0 + 23 * HOUR, bytes_to_dst=10, bytes_to_src=0),
+            dep(hour_start_ms=T0 + 24 * HOUR, bytes_to_dst=20, bytes_to_src=0)]
+    out = sorted((r.day, r.bytes_total) for r in gold_crosszone.transform(deps_df(spark, rows), prices=PRICES).collect())
+    assert out == [(dt.date(2026, 1, 1), 10), (dt.date(2026, 1, 2), 20)]
+
+
+def test_default_cross_az_price_is_public_rate_on_both_sides():
+    assert Prices().cross_az_usd_per_gb == pytest.approx(0.02)
