@@ -1,16 +1,33 @@
-"""The one place a SparkSession is built: Delta enabled, UTC, jars from the setup step."""
+"""The one place a SparkSession is built: Delta enabled, UTC, jars from the setup step, s3a wired.
+
+Local mode (the default, ``FLOWLAKE_SPARK_MASTER`` or ``master=`` to change):
+Delta's jars go on ``spark.jars``, hadoop-aws and the AWS SDK bundle on the
+driver class path (they must be loaded with Hadoop's own classes). A
+standalone master (``spark://host:7077``) works the same way when every
+worker sees the jars at the same path (one machine, or a shared install).
+Under ``spark-submit`` the jars and master come from its command line
+(scripts/flowlake-submit.sh builds it). ``FLOWLAKE_SPARK_CONF`` (a JSON
+object) adds or overrides Spark settings, e.g. s3a retry limits.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from flowlake.storage import spark_s3a_conf
+
 JARS_DIR_ENV = "FLOWLAKE_JARS_DIR"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 REQUIRED_JAR_PREFIXES = ("delta-spark_", "delta-storage-")
+S3_JAR_PREFIXES = ("hadoop-aws-", "bundle-")
+SPARK_CONF_ENV = "FLOWLAKE_SPARK_CONF"
+# Variables the Python tasks need to reach S3 (raw files are read in tasks with pyarrow).
+AWS_ENV_PREFIXES = ("AWS_",)
 
 
 def jars_dir() -> Path:
@@ -18,10 +35,20 @@ def jars_dir() -> Path:
     return Path(os.environ.get(JARS_DIR_ENV, DEFAULT_JARS_DIR))
 
 
-def local_jars() -> list[str]:
-    """The jars to put on Spark's classpath; a clear error if setup never ran."""
+def _is_s3_jar(path: str) -> bool:
+    return Path(path).name.startswith(S3_JAR_PREFIXES)
+
+
+def s3_jars() -> list[str]:
+    """hadoop-aws and the AWS SDK bundle from the jars folder (empty if setup predates them)."""
     folder = jars_dir()
-    jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+    return sorted(str(p) for p in folder.glob("*.jar") if _is_s3_jar(str(p))) if folder.is_dir() else []
+
+
+def local_jars() -> list[str]:
+    """The jars to put on ``spark.jars`` (all but the S3 ones); a clear error if setup never ran."""
+    folder = jars_dir()
+    jars = sorted(str(p) for p in folder.glob("*.jar") if not _is_s3_jar(str(p))) if folder.is_dir() else []
     missing = [p for p in REQUIRED_JAR_PREFIXES if not any(Path(j).name.startswith(p) for j in jars)]
     if missing:
         raise RuntimeError(
@@ -52,6 +79,9 @@ def get_spark(
     if not submitted:
         builder = builder.master(master or os.environ.get("FLOWLAKE_SPARK_MASTER", "local[*]"))
         builder = builder.config("spark.jars", ",".join(local_jars()))
+        if s3_jars():  # same JVM in local mode; same paths on each worker of a one-machine cluster
+            builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3_jars()))
+            builder = builder.config("spark.executor.extraClassPath", os.pathsep.join(s3_jars()))
         builder = builder.config("spark.driver.memory", os.environ.get("FLOWLAKE_DRIVER_MEMORY", "4g"))
         # Python workers run this interpreter (the project's environment), not `python3` from PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -67,9 +97,57 @@ def get_spark(
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
     }
+    conf.update(spark_s3a_conf())
+    conf.update({f"spark.executorEnv.{k}": v for k, v in aws_env().items()})
+    conf.update(env_spark_conf())
     conf.update(extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def env_spark_conf() -> dict[str, str]:
+    """Spark settings from ``FLOWLAKE_SPARK_CONF`` (a JSON object of strings)."""
+    text = os.environ.get(SPARK_CONF_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+    except ValueError as err:
+        raise ValueError(f"{SPARK_CONF_ENV} must be a JSON object like {{\"spark.x\": \"1\"}}: {err}") from err
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def aws_env() -> dict[str, str]:
+    """The AWS_* variables of this process (endpoint, region, credentials) for the Python tasks."""
+    return {k: v for k, v in os.environ.items() if k.startswith(AWS_ENV_PREFIXES)}
+
+
+def configure_storage(spark: SparkSession) -> None:
+    """Point a running session at the S3 endpoint and credentials of this process's environment.
+
+    Sets the s3a settings on the Hadoop configuration (file systems created
+    from now on use them) and hands the AWS_* variables to the Python tasks,
+    which read raw files with pyarrow. A no-op for what is already set.
+    """
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in spark_s3a_conf().items():
+        hadoop.set(key.removeprefix("spark.hadoop."), value)
+    spark.sparkContext.environment.update(aws_env())
+
+
+def require_s3(spark: SparkSession) -> None:
+    """Raise a clear error when the session cannot open s3a:// paths (hadoop-aws not on its class path)."""
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("org.apache.hadoop.fs.s3a.S3AFileSystem")
+        spark.sparkContext._jvm.java.lang.Class.forName("software.amazon.awssdk.services.s3.S3Client")
+    except Exception as err:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+        raise RuntimeError(
+            "this Spark session cannot read s3a:// paths: hadoop-aws and the AWS SDK bundle are not on its "
+            f"class path. Run `flowlake setup` (it fetches them into {jars_dir()}) and start a new session; "
+            "under spark-submit use scripts/flowlake-submit.sh, which adds them."
+        ) from err

@@ -77,17 +77,33 @@ def spark_path(root: str) -> str:
 
 
 def spark_s3a_conf() -> dict[str, str]:
-    """Hadoop s3a settings matching :func:`resolve`'s (endpoint, path style, credentials chain)."""
-    conf = {
-        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        "spark.hadoop.fs.s3a.aws.credentials.provider":
-            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
-    }
+    """Hadoop s3a settings matching :func:`resolve`'s (endpoint, path style, region, credentials).
+
+    Credentials follow Hadoop's default chain (keys given here, the
+    AWS_* environment, then the instance role); keys present in this
+    process's environment are passed on explicitly so that a JVM started
+    before they were set still sees them.
+    """
+    conf = {"spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        conf["spark.hadoop.fs.s3a.access.key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        conf["spark.hadoop.fs.s3a.secret.key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            conf["spark.hadoop.fs.s3a.session.token"] = os.environ["AWS_SESSION_TOKEN"]
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
     ep = endpoint_url()
     if ep:
         conf["spark.hadoop.fs.s3a.endpoint"] = ep
         conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(ep.startswith("https")).lower()
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region or "us-east-1"
     return conf
+
+
+def is_s3(root: str) -> bool:
+    """Whether a root is on S3 (s3:// or s3a://)."""
+    return urlparse(root).scheme in S3_SCHEMES

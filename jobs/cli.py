@@ -1,4 +1,4 @@
-"""Command line of the jobs: ``flowlake pipeline run``, ``flowlake evaluate``.
+"""Command line of the jobs: ``flowlake pipeline run|backfill|unlock``, ``flowlake evaluate``.
 
 Also runnable under spark-submit: ``spark-submit jobs/cli.py pipeline run ...``.
 """
@@ -25,26 +25,116 @@ def pipeline() -> None:
     """The main job: raw files and IP events in, attributed Delta tables out."""
 
 
+EXIT_QUALITY = 3
+EXIT_LOCKED = 4
+
+
+def _times(start: str, end: str) -> tuple[int, int]:
+    from flowlake.jobs.pipeline import parse_utc
+
+    try:
+        return parse_utc(start), parse_utc(end)
+    except ValueError as err:
+        raise click.BadParameter(f"{err}: give times like 2026-01-01T00:00:00Z") from err
+
+
+def _quality(quality_config: str | None, no_quality: bool):
+    from flowlake.jobs.quality import load_quality_config
+
+    return None if no_quality else load_quality_config(quality_config)
+
+
+def _guarded(fn):
+    """Run ``fn``; a failed quality gate or a held lock exits non-zero with the reason (no traceback)."""
+    from flowlake.jobs.lakelock import LakeLockedError
+    from flowlake.jobs.quality import QualityGateError
+
+    try:
+        return fn()
+    except QualityGateError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_QUALITY)
+    except LakeLockedError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_LOCKED)
+
+
+_common = [
+    click.option("--raw", "raw_root", required=True, help="Raw root: a folder or s3://bucket/prefix (contracts §1, §2)."),
+    click.option("--lake", "lake_root", required=True, help="Lake root: a folder or s3://bucket/prefix."),
+    click.option("--start", required=True, help="Window start, ISO-8601 UTC (inclusive)."),
+    click.option("--end", required=True, help="Window end, ISO-8601 UTC (exclusive)."),
+    click.option("--config", "config_path", default=None, help="jobs YAML (default conf/jobs.yaml)."),
+    click.option("--quality-config", default=None, help="quality YAML (default conf/quality.yaml)."),
+    click.option("--no-quality", is_flag=True, help="Skip the data-quality gates."),
+]
+
+
+def _with_common(fn):
+    for option in reversed(_common):
+        fn = option(fn)
+    return fn
+
+
 @pipeline.command("run")
-@click.option("--raw", "raw_root", required=True, help="Raw root: a folder or s3://bucket/prefix (contracts §1, §2).")
-@click.option("--lake", "lake_root", required=True, help="Lake root: a folder or s3://bucket/prefix.")
-@click.option("--start", required=True, help="Window start, ISO-8601 UTC (inclusive).")
-@click.option("--end", required=True, help="Window end, ISO-8601 UTC (exclusive).")
-@click.option("--config", "config_path", default=None, help="jobs YAML (default conf/jobs.yaml).")
-def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None) -> None:
-    """Process every flow whose interval_start_ms lies in [start, end); re-runs are idempotent."""
+@_with_common
+@click.option("--stages", default=None,
+              help="Comma-separated subset of ingest,ownership,attribute,quality,gold (default: all but the "
+                   "separate quality re-check); stages run apart must share --run-id.")
+@click.option("--run-id", default=None, help="Run id (default: a new one); the Airflow DAG passes one per data interval.")
+def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
+                 quality_config: str | None, no_quality: bool, stages: str | None, run_id: str | None) -> None:
+    """Process every flow whose interval_start_ms lies in [start, end); re-runs are idempotent.
+
+    Exit 3: a blocking quality check failed (nothing of that stage published, report under
+    <lake>/_quality/<run_id>/); exit 4: another run holds the lake's writer lock."""
     from flowlake.jobs.config import load_jobs_config
-    from flowlake.jobs.pipeline import parse_utc, run
+    from flowlake.jobs.pipeline import parse_stages, run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_jobs_config(config_path)
+    start_ms, end_ms = _times(start, end)
     try:
-        start_ms, end_ms = parse_utc(start), parse_utc(end)
+        chosen = parse_stages(stages)
     except ValueError as err:
-        raise click.BadParameter(f"{err}: give times like 2026-01-01T00:00:00Z") from err
-    report = run(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms, end_ms=end_ms,
-                 config=config)
+        raise click.BadParameter(str(err), param_hint="--stages") from err
+    quality = _quality(quality_config, no_quality)
+    report = _guarded(lambda: run(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
+                                  end_ms=end_ms, config=config, stages=chosen, run_id=run_id, quality=quality))
     click.echo(report.summary())
+
+
+@pipeline.command("backfill")
+@_with_common
+@click.option("--step-hours", type=click.IntRange(1, 24 * 31), default=1, show_default=True,
+              help="Window length; windows are aligned to it from --start.")
+def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
+                      quality_config: str | None, no_quality: bool, step_hours: int) -> None:
+    """Run the windows of [start, end) in order, skipping those already complete; re-run to resume."""
+    from flowlake.jobs.backfill import BackfillError, backfill
+    from flowlake.jobs.config import load_jobs_config
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = load_jobs_config(config_path)
+    start_ms, end_ms = _times(start, end)
+    quality = _quality(quality_config, no_quality)
+    try:
+        _guarded(lambda: backfill(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
+                                  end_ms=end_ms, step_ms=step_hours * 3_600_000, config=config, quality=quality,
+                                  echo=click.echo))
+    except BackfillError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+
+
+@pipeline.command("unlock")
+@click.option("--lake", "lake_root", required=True, help="Lake root whose writer lock to remove.")
+def pipeline_unlock(lake_root: str) -> None:
+    """Remove the lake's writer lock left by a dead run (make sure no run is writing first)."""
+    from flowlake.jobs.lakelock import force_unlock
+
+    info = force_unlock(lake_root)
+    click.echo(f"removed the lock of {info.describe()}" if info else f"{lake_root} was not locked")
 
 
 @click.command()

@@ -1,0 +1,86 @@
+"""``flowlake pipeline backfill``: the windows of a range, in order, each once.
+
+A window is complete when the runs log (``_meta/runs``, written by the last
+stage of a run) has a run covering it. Backfill skips complete windows, runs
+the others oldest first and stops at the first failure, so running it again
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from flowlake.jobs import lake as lk
+from flowlake.jobs import pipeline
+from flowlake.jobs.config import JobsConfig
+
+
+class BackfillError(RuntimeError):
+    """A window failed; the earlier ones are complete, a re-run resumes at this one."""
+
+
+def windows(*, start_ms: int, end_ms: int, step_ms: int) -> list[tuple[int, int]]:
+    """[start, end) cut into windows of ``step_ms`` (the last one may be shorter)."""
+    if end_ms <= start_ms:
+        raise ValueError(f"--end must be after --start (got start={start_ms}, end={end_ms} ms)")
+    if step_ms <= 0:
+        raise ValueError(f"the window step must be positive (got {step_ms} ms)")
+    return [(s, min(s + step_ms, end_ms)) for s in range(start_ms, end_ms, step_ms)]
+
+
+def complete(runs: list[tuple[int, int]], window: tuple[int, int]) -> bool:
+    """Whether a finished run [start, end) covers ``window``."""
+    return any(s <= window[0] and e >= window[1] for s, e in runs)
+
+
+def finished_runs(spark: SparkSession, lake_root: str) -> list[tuple[int, int]]:
+    """(start_ms, end_ms) of every run that reached its last stage."""
+    runs = lk.read(spark, lk.Lake(lake_root).runs, ddl=pipeline.RUNS_DDL)
+    return [(r[0], r[1]) for r in runs.select("start_ms", "end_ms").distinct().orderBy(F.col("start_ms")).collect()]
+
+
+@dataclass
+class BackfillReport:
+    ran: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: int, end_ms: int, step_ms: int,
+             config: JobsConfig, quality=None, echo: Callable[[str], None] = print,
+             run: Callable[..., pipeline.RunReport] = pipeline.run) -> BackfillReport:
+    """Run the incomplete windows of [start, end) oldest first; raise BackfillError at the first failure."""
+    report = BackfillReport()
+    done = finished_runs(spark, lake_root)
+    for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms):
+        label = f"[{_iso(w[0])}, {_iso(w[1])})"
+        if complete(done, w):
+            report.skipped.append(w)
+            echo(f"skip {label}: already complete")
+            continue
+        echo(f"run  {label}")
+        try:
+            result = run(spark, raw_root=raw_root, lake_root=lake_root, start_ms=w[0], end_ms=w[1],
+                         config=config, quality=quality)
+        except Exception as err:
+            from flowlake.jobs.lakelock import LakeLockedError
+            from flowlake.jobs.quality import QualityGateError
+
+            if isinstance(err, (LakeLockedError, QualityGateError)):
+                echo(f"stopped at {label}; {len(report.ran)} window(s) ran, {len(report.skipped)} skipped")
+                raise
+            raise BackfillError(
+                f"window {label} failed ({type(err).__name__}: {str(err)[:500]}); {len(report.ran)} window(s) ran "
+                f"before it. Fix the cause and run the same backfill again: it resumes at this window.") from err
+        echo(result.summary())
+        report.ran.append(w)
+    echo(f"backfill done: {len(report.ran)} window(s) ran, {len(report.skipped)} already complete")
+    return report
