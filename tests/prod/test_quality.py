@@ -1,0 +1,97 @@
+"""The quality gates: suites catch bad rows (with counts and examples); the gate stops publication."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.prod.conftest import END_MS, START_MS
+
+
+def _rows(spark):
+    from flowlake.contracts import RAW_FLOW_DDL
+
+    good = ("i-1", "w", "r", "az", START_MS, START_MS + 60_000, "10.0.0.1", 0, "10.0.0.2", 443, "outbound", "tcp",
+            START_MS, 1, 1, 100, 200, 3, 4, 0, 10)
+    bad_ip = good[:6] + ("10.0.0.300",) + good[7:]
+    negative = good[:15] + (-5,) + good[16:]
+    backwards = good[:5] + (START_MS,) + good[6:]
+    rows = [good, bad_ip, negative, backwards]
+    return spark.createDataFrame([r + (f"f{i}",) for i, r in enumerate(rows)], RAW_FLOW_DDL + ", source_file string")
+
+
+def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
+    from flowlake.jobs import quality as q
+
+    df = _rows(spark)
+    report = q.run_checks(q.bronze_suite(df, df, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
+                          config=quality_config, run_id="t1", stage="ownership")
+    by = {r.name: r for r in report.results}
+    assert by["bronze.local_ip_valid"].unexpected_count == 1
+    assert by["bronze.local_ip_valid"].examples == ["10.0.0.300"]
+    assert by["bronze.counters_non_negative"].unexpected_count == 1
+    assert by["bronze.counters_non_negative"].examples == ["bytes_sent"]
+    assert by["bronze.interval_end_after_start"].unexpected_count == 1
+    for ok in ("bronze.schema", "bronze.not_null", "bronze.remote_ip_valid", "bronze.timestamps_in_window"):
+        assert by[ok].success, by[ok].line()
+    assert {r.name for r in report.blocking_failures} == {
+        "bronze.local_ip_valid", "bronze.counters_non_negative", "bronze.interval_end_after_start"}
+    assert "1 of 4 row(s) fail" in report.text()
+
+
+def test_overlapping_ranges_are_found(spark, quality_config):
+    from flowlake.jobs import quality as q
+    from flowlake.jobs.ownership import OWNERSHIP_DDL
+
+    ranges = spark.createDataFrame([
+        ("10.0.0.1", "a", 0, 100, "heartbeat", None, None, None, None),
+        ("10.0.0.1", "b", 50, 150, "heartbeat", None, None, None, None),   # overlaps a
+        ("10.0.0.1", "c", 60, None, "event", None, None, None, None),      # other source: fine
+        ("10.0.0.2", "a", 0, 100, "heartbeat", None, None, None, None),
+        ("10.0.0.2", "b", 100, None, "heartbeat", None, None, None, None),  # touches, no overlap
+    ], OWNERSHIP_DDL)
+    report = q.run_checks(q.ownership_suite(ranges), config=quality_config, run_id="t2", stage="ownership")
+    (r,) = report.results
+    assert not r.success and r.unexpected_count == 1
+    assert r.examples[0]["workload"] == "b" and r.examples[0]["previous_to_ms"] == 100
+
+
+def test_blocking_failure_publishes_nothing_and_writes_the_report(spark, demo_raw, jobs_config, tmp_path):
+    """An unreachable attributed share stops the run before silver is written; as a warning it only reports."""
+    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.quality import QualityGateError, load_quality_config
+
+    strict = load_quality_config(min_attributed_share=1.0)
+    lake = tmp_path / "lake"
+    with pytest.raises(QualityGateError) as err:
+        run(spark, raw_root=str(demo_raw), lake_root=str(lake), start_ms=START_MS, end_ms=END_MS,
+            config=jobs_config, quality=strict, run_id="strict-1")
+    assert "silver.attributed_share" in str(err.value)
+    text = (lake / "_quality/strict-1/attribute.txt").read_text()
+    assert "[FAILED] silver.attributed_share" in text and "observed" in text
+    assert (lake / "bronze/flows/_delta_log").is_dir()          # ingest is done (and kept) ...
+    assert (lake / "silver/ip_ownership/_delta_log").is_dir()
+    assert not (lake / "silver/flows_attributed").exists()       # ... but silver and gold are not published
+    assert not (lake / "gold/app_dependencies").exists()
+    assert not (lake / "_meta/writer.lock").exists()
+
+    lenient = load_quality_config(min_attributed_share=1.0, severity={"silver.attributed_share": "warning"})
+    report = run(spark, raw_root=str(demo_raw), lake_root=str(lake), start_ms=START_MS, end_ms=END_MS,
+                 config=jobs_config, quality=lenient, run_id="lenient-1")
+    assert any("silver.attributed_share" in line for line in report.quality)
+    assert "[warning] silver.attributed_share" in (lake / "_quality/lenient-1/attribute.txt").read_text()
+    assert (lake / "silver/flows_attributed/_delta_log").is_dir()
+
+
+def test_cli_exits_non_zero_with_a_readable_report(demo_raw, tmp_path):
+    import subprocess
+
+    from tests.prod.conftest import BIN, END, REPO, START
+
+    done = subprocess.run(
+        [str(BIN), "pipeline", "run", "--raw", str(demo_raw), "--lake", str(tmp_path / "lake"), "--start", START,
+         "--end", END, "--stages", "ingest,ownership,attribute", "--run-id", "cli-1"],
+        capture_output=True, text=True, cwd=REPO, env={**__import__("os").environ,
+                                                      "FLOWLAKE_QUALITY__MIN_ATTRIBUTED_SHARE": "1.0"})
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "quality gate failed at attribute (silver.attributed_share)" in done.stderr
+    assert "Traceback" not in done.stderr
