@@ -61,7 +61,7 @@ def _fit_predict(train: pd.DataFrame, future_ms: np.ndarray, *, params: Forecast
 
     _quiet()
     model = Prophet(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False,
-                    interval_width=params.interval_width, uncertainty_samples=params.uncertainty_samples)
+                    seasonality_mode=params.seasonality_mode, interval_width=params.interval_width, uncertainty_samples=params.uncertainty_samples)
     model.fit(train)
     pred = model.predict(pd.DataFrame({"ds": pd.to_datetime(future_ms, unit="ms")}))
     return pd.DataFrame({

@@ -65,6 +65,8 @@ class ForecastParams(BaseModel):
     top_app_edges: int = Field(10, ge=0)
     history_days: int = Field(56, gt=0)
     uncertainty_samples: int = Field(300, ge=10)
+    # traffic cycles scale with the level (growth makes the daily swing grow too)
+    seasonality_mode: Literal["multiplicative", "additive"] = "multiplicative"
 
     @model_validator(mode="after")
     def _backtest_fits(self) -> "ForecastParams":
@@ -75,6 +77,8 @@ class ForecastParams(BaseModel):
 
 class InsightConfig(ComponentConfig):
     component: str = "insight"
+    # the lake the notebooks and `flowlake report` open by default (local folder or s3://)
+    lake: str = "demo/lake"
     policies: list[PolicyRule] = Field(default_factory=list)
     default_action: Literal["allow", "deny"] = "allow"
     declared_paths: list[DeclaredPath] = Field(default_factory=list)
