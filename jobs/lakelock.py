@@ -15,6 +15,7 @@ pipeline unlock --lake`` removes one by hand.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ from urllib.parse import urlparse
 
 from flowlake.storage import endpoint_url, is_s3, join
 
+log = logging.getLogger(__name__)
 LOCK_NAME = "_meta/writer.lock"
 TTL_ENV = "FLOWLAKE_LOCK_TTL_S"
 DEFAULT_TTL_S = 6 * 3600
@@ -169,12 +171,18 @@ class LakeLock:
         raise LakeLockedError(f"could not take the writer lock of {self.lake_root}: another run took it first")
 
     def release(self) -> None:
+        """Remove the lock if this run holds it; a store that cannot be reached leaves it (logged)."""
         if not self.held:
             return
-        info = _parse(self.store.read())
-        if info is not None and info.owner == self.owner:
-            self.store.delete()
         self.held = False
+        try:
+            info = _parse(self.store.read())
+            if info is not None and info.owner == self.owner:
+                self.store.delete()
+        except Exception as err:  # noqa: BLE001 - never hide the run's own error behind this one
+            log.warning("could not remove the writer lock of %s (%s): it is taken over once this process "
+                        "has exited, or remove it with `flowlake pipeline unlock --lake %s`",
+                        self.lake_root, err, self.lake_root)
 
     def __enter__(self) -> "LakeLock":
         self.acquire()

@@ -25,6 +25,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _small_gold():
+    """Only the cheap insight gold tables (no Prophet forecast, no segmentation) in these tests' runs."""
+    key = "FLOWLAKE_INSIGHT__TABLES"
+    old = os.environ.get(key)
+    os.environ[key] = '["rollups", "crosszone", "policy"]'
+    yield
+    if old is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = old
+
+
 @pytest.fixture(scope="session")
 def demo_raw(tmp_path_factory) -> Path:
     """One hour of simulated raw files (flows, IP events, truth) in a local folder."""
@@ -49,7 +62,7 @@ def quality_config():
 
 
 @pytest.fixture(scope="session")
-def clean_lake(spark, demo_raw, jobs_config, quality_config, tmp_path_factory) -> Path:
+def clean_lake(_small_gold, spark, demo_raw, jobs_config, quality_config, tmp_path_factory) -> Path:
     """The demo hour run once, cleanly, in local mode: the reference the other runs must equal."""
     from flowlake.jobs.pipeline import run
 
