@@ -55,43 +55,44 @@ def test_overlapping_ranges_are_found(spark, quality_config):
     assert r.examples[0]["workload"] == "b" and r.examples[0]["previous_to_ms"] == 100
 
 
-def test_blocking_failure_publishes_nothing_and_writes_the_report(spark, demo_raw, jobs_config, tmp_path):
-    """An unreachable attributed share stops the run before silver is written; as a warning it only reports."""
-    from flowlake.jobs.pipeline import run
-    from flowlake.jobs.quality import QualityGateError, load_quality_config
+def test_warning_level_check_only_reports(spark, quality_config, tmp_path):
+    from flowlake.jobs import quality as q
 
-    strict = load_quality_config(min_attributed_share=1.0)
-    lake = tmp_path / "lake"
-    with pytest.raises(QualityGateError) as err:
-        run(spark, raw_root=str(demo_raw), lake_root=str(lake), start_ms=START_MS, end_ms=END_MS,
-            config=jobs_config, quality=strict, run_id="strict-1")
-    assert "silver.attributed_share" in str(err.value)
-    text = (lake / "_quality/strict-1/attribute.txt").read_text()
-    assert "[FAILED] silver.attributed_share" in text and "observed" in text
-    assert (lake / "bronze/flows/_delta_log").is_dir()          # ingest is done (and kept) ...
-    assert (lake / "silver/ip_ownership/_delta_log").is_dir()
-    assert not (lake / "silver/flows_attributed").exists()       # ... but silver and gold are not published
-    assert not (lake / "gold/app_dependencies").exists()
-    assert not (lake / "_meta/writer.lock").exists()
-
-    lenient = load_quality_config(min_attributed_share=1.0, severity={"silver.attributed_share": "warning"})
-    report = run(spark, raw_root=str(demo_raw), lake_root=str(lake), start_ms=START_MS, end_ms=END_MS,
-                 config=jobs_config, quality=lenient, run_id="lenient-1")
-    assert any("silver.attributed_share" in line for line in report.quality)
-    assert "[warning] silver.attributed_share" in (lake / "_quality/lenient-1/attribute.txt").read_text()
-    assert (lake / "silver/flows_attributed/_delta_log").is_dir()
+    silver = spark.createDataFrame([("f", "i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "unattributed")],
+                                   ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
+                                             for c in q.ROW_KEY) + ", remote_attribution string")
+    checks = q.silver_suite(silver, silver.drop("remote_attribution"), min_attributed_share=0.5)
+    with pytest.raises(q.QualityGateError, match="silver.attributed_share"):
+        q.gate(checks, config=quality_config, run_id="w1", stage="attribute", lake_root=str(tmp_path))
+    lenient = quality_config.model_copy(update={"severity": {"silver.attributed_share": "warning"}})
+    report = q.gate(checks, config=lenient, run_id="w2", stage="attribute", lake_root=str(tmp_path))
+    assert [w.name for w in report.warnings] == ["silver.attributed_share"] and not report.blocking_failures
+    assert "[warning] silver.attributed_share" in (tmp_path / "_quality/w2/attribute.txt").read_text()
 
 
-def test_cli_exits_non_zero_with_a_readable_report(demo_raw, tmp_path):
+def test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report(demo_raw, tmp_path):
+    """An unreachable attributed share stops the run before silver is written."""
+    import json
+    import os
     import subprocess
 
     from tests.prod.conftest import BIN, END, REPO, START
 
+    lake = tmp_path / "lake"
     done = subprocess.run(
-        [str(BIN), "pipeline", "run", "--raw", str(demo_raw), "--lake", str(tmp_path / "lake"), "--start", START,
-         "--end", END, "--stages", "ingest,ownership,attribute", "--run-id", "cli-1"],
-        capture_output=True, text=True, cwd=REPO, env={**__import__("os").environ,
-                                                      "FLOWLAKE_QUALITY__MIN_ATTRIBUTED_SHARE": "1.0"})
-    assert done.returncode == 3, done.stderr[-2000:]
+        [str(BIN), "pipeline", "run", "--raw", str(demo_raw), "--lake", str(lake), "--start", START,
+         "--end", END, "--run-id", "strict-1"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "FLOWLAKE_QUALITY__MIN_ATTRIBUTED_SHARE": "1.0"})
+    assert done.returncode == 3, done.stderr[-3000:]
     assert "quality gate failed at attribute (silver.attributed_share)" in done.stderr
     assert "Traceback" not in done.stderr
+    text = (lake / "_quality/strict-1/attribute.txt").read_text()
+    assert "[FAILED] silver.attributed_share" in text and "observed" in text
+    result = {r["name"]: r for r in json.loads((lake / "_quality/strict-1/attribute.json").read_text())["results"]}
+    assert result["silver.attributed_share"]["success"] is False
+    assert (lake / "bronze/flows/_delta_log").is_dir()          # ingest is done (and kept) ...
+    assert (lake / "silver/ip_ownership/_delta_log").is_dir()
+    assert not (lake / "silver/flows_attributed").exists()       # ... but silver and gold are not published
+    assert not (lake / "gold/app_dependencies").exists()
+    assert not (lake / "_meta/runs").exists()                    # the window is not complete
+    assert not (lake / "_meta/writer.lock").exists()
