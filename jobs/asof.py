@@ -99,10 +99,12 @@ def asof_join(
     if broadcast_right:
         joined = left.join(F.broadcast(r), on=cond, how="left")
     else:
-        bmax = left.agg(F.max(F.floor(F.col(left_ts) / bucket_ms))).first()[0]
-        bmax = int(bmax) if bmax is not None else 0
-        first_b = F.floor(F.col(r_ts) / bucket_ms)
-        last_b = F.coalesce(F.floor((F.col(VALID_TO_COL) - 1) / bucket_ms), F.lit(bmax).cast("bigint"))
+        bounds = left.agg(F.min(F.floor(F.col(left_ts) / bucket_ms)), F.max(F.floor(F.col(left_ts) / bucket_ms))).first()
+        bmin, bmax = (int(bounds[0]), int(bounds[1])) if bounds[0] is not None else (0, 0)
+        # only the buckets the left side has: a change point "before all time" must not explode
+        first_b = F.greatest(F.floor(F.col(r_ts) / bucket_ms), F.lit(bmin).cast("bigint"))
+        last_b = F.least(F.coalesce(F.floor((F.col(VALID_TO_COL) - 1) / bucket_ms), F.lit(bmax).cast("bigint")),
+                         F.lit(bmax).cast("bigint"))
         r = r.filter(first_b <= last_b).withColumn(BUCKET_COL, F.explode(F.sequence(first_b, last_b)))
         lb = left.withColumn(BUCKET_COL, F.floor(F.col(left_ts) / bucket_ms))
         cond = [lb[k] == r[f"_asof_key_{i}"] for i, k in enumerate(keys)]

@@ -57,21 +57,24 @@ def evidence_pad_ms(params: AttributionParams) -> int:
 # --------------------------------------------------------------------------- heartbeats
 
 def heartbeat_evidence(flows: DataFrame) -> DataFrame:
-    """Per (ip, owner, interval): the first and last evidence time of the owner holding the ip."""
+    """Distinct evidence points: (ip, owner) held the ip at first_ms (= last_ms).
+
+    Points are kept apart, not summarised per interval: another owner's point
+    between two of one owner's points must split that owner's run.
+    """
     return (
         flows.where(F.col("local_workload").isNotNull())
         .groupBy(
             F.col("local_ip").alias("ip"),
             F.col("local_workload").alias("workload"),
             "instance_id",
-            "interval_start_ms",
+            F.col("first_start_ms").alias("first_ms"),
         )
         .agg(
-            F.min("first_start_ms").alias("first_ms"),
-            F.max("first_start_ms").alias("last_ms"),
             F.first("region", ignorenulls=True).alias("region"),
             F.first("availability_zone", ignorenulls=True).alias("availability_zone"),
         )
+        .withColumn("last_ms", F.col("first_ms"))
     )
 
 
@@ -178,7 +181,7 @@ def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int) -> pd.DataF
     if current is not None:
         out.append({**current, "valid_to_ms": None})
     cols = [c.split()[0] for c in _EVENT_RANGE_DDL.split(", ")]
-    return pd.DataFrame(out, columns=cols)
+    return pd.DataFrame(out, columns=cols).astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
 
 
 def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:

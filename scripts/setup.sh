@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set flowlake up on a fresh Debian machine (idempotent; run as root for --capture).
+#
+#   bash scripts/setup.sh            # jobs + simulator: Java/Maven, .venv, Delta jars
+#   bash scripts/setup.sh --all      # ... plus the test tools and the capture sidecar's
+#                                    #     kernel dependencies (BCC, headers, tracefs)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+ALL=0
+for arg in "$@"; do
+    case "$arg" in
+        --all) ALL=1 ;;
+        *) echo "usage: bash scripts/setup.sh [--all]" >&2; exit 2 ;;
+    esac
+done
+
+need_apt=()
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+if ! command -v python3.11 >/dev/null 2>&1 && ! python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+    need_apt+=(python3.11 python3.11-venv)
+fi
+if ((${#need_apt[@]})); then
+    echo "installing from Debian: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY="$(command -v python3.11 || command -v python3)"
+if [[ ! -x .venv/bin/python ]]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+extras="quality"
+((ALL)) && extras="quality,dev"
+.venv/bin/python -m pip install -q -e ".[${extras}]"
+
+# The JVM side (Delta Lake jars) from Maven Central, cached in .cache/jars.
+.venv/bin/flowlake setup >/dev/null
+echo "jars: $(ls .cache/jars | tr '\n' ' ')"
+
+if ((ALL)); then
+    bash scripts/setup-capture.sh
+fi
+echo "setup done: .venv/bin/flowlake is ready"
