@@ -12,4 +12,5 @@ END="2025-06-02T02:00:00Z"
 "$FL" simulate --out "$DEMO/raw" --start "$START" --hours 2 --quiet --overwrite
 "$FL" pipeline run --raw "$DEMO/raw" --lake "$DEMO/lake" --start "$START" --end "$END"
 "$FL" evaluate --lake "$DEMO/lake" --truth "$DEMO/raw/truth" --out "$DEMO/evaluation.json" --max-misattributed-pct 0
-echo "demo lake: $DEMO/lake (Delta tables: bronze/, silver/, gold/); scores: $DEMO/evaluation.json"
+"$FL" report --lake "$DEMO/lake" --out "$DEMO/report.html"
+echo "demo lake: $DEMO/lake (Delta tables: bronze/, silver/, gold/); scores: $DEMO/evaluation.json; report: $DEMO/report.html"

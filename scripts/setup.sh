@@ -34,8 +34,8 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-extras="quality"
-((ALL)) && extras="quality,dev"
+extras="quality,insight"
+((ALL)) && extras="quality,insight,dev"
 .venv/bin/python -m pip install -q -e ".[${extras}]"
 
 # The JVM side (Delta Lake jars) from Maven Central, cached in .cache/jars.
