@@ -72,9 +72,8 @@ def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: Attrib
 
 def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, broadcast: bool,
             bucket_ms: int) -> DataFrame:
-    right = points.withColumnRenamed("ip", ip_col)
     return asof_join(
-        flows, right, on=ip_col, left_ts="first_start_ms", right_ts="ts_ms", right_prefix=prefix,
+        flows, points, on=ip_col, right_on="ip", left_ts="first_start_ms", right_ts="ts_ms", right_prefix=prefix,
         # at one instant an owner's start beats another's end marker
         tie_breaker=[F.col("workload").isNull().asc(), F.col("source").asc()],
         broadcast_right=broadcast, bucket_ms=bucket_ms,
