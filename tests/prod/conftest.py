@@ -61,7 +61,7 @@ def quality_config():
     return load_quality_config()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def clean_lake(_small_gold, spark, demo_raw, jobs_config, quality_config, tmp_path_factory) -> Path:
     """The demo hour run once, cleanly, in local mode: the reference the other runs must equal."""
     from flowlake.jobs.pipeline import run
