@@ -31,6 +31,7 @@ from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
 
+EVENT_BUCKETS = 16
 SOURCE_HEARTBEAT = "heartbeat"
 SOURCE_EVENT = "event"
 
@@ -143,12 +144,22 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _range_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = [c.split()[0] for c in _EVENT_RANGE_DDL.split(", ")]
+    return pd.DataFrame(rows, columns=cols).astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
+
+
 def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int) -> pd.DataFrame:
     """Holding ranges of one ip from its (deduplicated) events; pure Python, unit-testable.
 
     ``events`` has the contract's event columns. Returns _EVENT_RANGE_DDL rows
     with valid_to_ms = None for a holding still open after the last event.
     """
+    return _range_frame(event_range_rows(events, lag_margin_ms=lag_margin_ms))
+
+
+def event_range_rows(events: pd.DataFrame, *, lag_margin_ms: int) -> list[dict]:
+    """The rows of :func:`event_ranges_for_ip` as dicts."""
     order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
     order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
     out: list[dict] = []
@@ -180,8 +191,7 @@ def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int) -> pd.DataF
             # else: the unassign of an earlier holder, arriving after the next assign: ignored
     if current is not None:
         out.append({**current, "valid_to_ms": None})
-    cols = [c.split()[0] for c in _EVENT_RANGE_DDL.split(", ")]
-    return pd.DataFrame(out, columns=cols).astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
+    return out
 
 
 def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:
@@ -189,10 +199,15 @@ def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:
     deduped = events.dropDuplicates(["ip", "action", "event_ms", "workload", "instance_id"])
     margin = params.event_lag_margin_ms
 
-    def per_ip(pdf: pd.DataFrame) -> pd.DataFrame:
-        return event_ranges_for_ip(pdf, lag_margin_ms=margin)
+    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+        rows = [r for _, g in pdf.groupby("ip", sort=False) for r in event_range_rows(g, lag_margin_ms=margin)]
+        return _range_frame(rows)
 
-    return deduped.groupBy("ip").applyInPandas(per_ip, schema=_EVENT_RANGE_DDL)
+    # Many IPs per Python call (an IP's events always land in one bucket): the per-call
+    # overhead of grouped pandas UDFs would otherwise dominate.
+    bucket = F.pmod(F.xxhash64("ip"), F.lit(EVENT_BUCKETS))
+    return deduped.withColumn("_bucket", bucket).groupBy("_bucket").applyInPandas(
+        lambda pdf: per_bucket(pdf.drop(columns=["_bucket"])), schema=_EVENT_RANGE_DDL)
 
 
 def cut_events_by_heartbeats(events: DataFrame, runs: DataFrame) -> DataFrame:
@@ -240,7 +255,8 @@ def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams)
     Heartbeat ranges do not overlap within an ip, nor do event ranges; a
     heartbeat and an event range may overlap only when they name the same workload.
     """
-    runs = heartbeat_runs(heartbeat_evidence(flows), params=params)
+    # runs are few (one per owner holding) but come from every record: computed once
+    runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
     ev = cut_events_by_heartbeats(event_ranges(events, params=params), runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
