@@ -47,16 +47,27 @@ def test_ip_reuse_within_one_interval_gives_two_disjoint_ranges(spark):
 
 
 def test_overlapping_heartbeats_of_two_owners_are_a_conflict_owned_by_nobody(spark):
+    # api and billing both claim 10.0.0.1 half a second apart: within tolerance of each other
     got, conflicts = _ranges(spark, [
-        hb("10.0.0.1", "api", "i-1", T0 + 1_000), hb("10.0.0.1", "api", "i-1", T0 + 30_000),
-        hb("10.0.0.1", "billing", "i-2", T0 + 20_000), hb("10.0.0.1", "billing", "i-2", T0 + 50_000),
+        hb("10.0.0.1", "api", "i-1", T0 + 1_000), hb("10.0.0.1", "api", "i-1", T0 + 20_000),
+        hb("10.0.0.1", "billing", "i-2", T0 + 20_500), hb("10.0.0.1", "billing", "i-2", T0 + 50_000),
     ])
     assert got == [
-        ("10.0.0.1", "api", "heartbeat", T0, T0 + 19_000),
-        ("10.0.0.1", "billing", "heartbeat", T0 + 31_000, T0 + 51_000),
+        ("10.0.0.1", "api", "heartbeat", T0, T0 + 19_500),
+        ("10.0.0.1", "billing", "heartbeat", T0 + 21_000, T0 + 51_000),
     ]
     assert [(c.valid_from_ms, c.valid_to_ms, c.owners) for c in conflicts] == [
-        (T0 + 19_000, T0 + 31_000, ["api/i-1", "billing/i-2"])]
+        (T0 + 19_500, T0 + 21_000, ["api/i-1", "billing/i-2"])]
+
+
+def test_interleaved_claims_split_runs_so_no_owner_spans_the_other(spark):
+    # api, billing, api: api's two points do not make one run across billing's
+    got, _ = _ranges(spark, [
+        hb("10.0.0.1", "api", "i-1", T0 + 1_000), hb("10.0.0.1", "billing", "i-2", T0 + 20_000),
+        hb("10.0.0.1", "api", "i-1", T0 + 40_000),
+    ])
+    assert [(w, f, t) for _, w, _, f, t in got] == [
+        ("api", T0, T0 + 2_000), ("billing", T0 + 19_000, T0 + 21_000), ("api", T0 + 39_000, T0 + 41_000)]
 
 
 def test_ipv6_heartbeats_build_ranges_like_ipv4(spark):
