@@ -19,36 +19,31 @@ EDGE_KEYS = ["hour_start_ms", "src_workload", "dst_workload", "dst_port", "src_a
              "dst_availability_zone", "peer_attribution", "observed_by"]
 
 
-def transform(attributed: DataFrame) -> DataFrame:
-    """Hourly edges with connections, bytes each way, retransmits and record counts."""
-    hour = (F.floor(F.col("interval_start_ms") / HOUR_MS) * HOUR_MS).cast("bigint").alias("hour_start_ms")
-    out = attributed.where(F.col("direction") == DIRECTION_OUTBOUND).select(
-        hour,
-        F.col("local_workload_resolved").alias("src_workload"),
-        F.col("remote_workload").alias("dst_workload"),
-        F.col("remote_port").alias("dst_port"),
-        F.col("availability_zone").alias("src_availability_zone"),
-        F.col("remote_availability_zone").alias("dst_availability_zone"),
+def _edges(records: DataFrame, *, observed_by: str) -> DataFrame:
+    """Records oriented client -> server; ``observed_by`` says which side's record it is."""
+    client = observed_by == "client"
+    local, remote = ("src", "dst") if client else ("dst", "src")
+    return records.select(
+        (F.floor(F.col("interval_start_ms") / HOUR_MS) * HOUR_MS).cast("bigint").alias("hour_start_ms"),
+        F.col("local_workload_resolved").alias(f"{local}_workload"),
+        F.col("remote_workload").alias(f"{remote}_workload"),
+        F.col("remote_port" if client else "local_port").alias("dst_port"),
+        F.col("availability_zone").alias(f"{local}_availability_zone"),
+        F.col("remote_availability_zone").alias(f"{remote}_availability_zone"),
         F.col("remote_attribution").alias("peer_attribution"),
-        F.lit("client").alias("observed_by"),
-        F.col("bytes_sent").alias("bytes_to_dst"),
-        F.col("bytes_received").alias("bytes_to_src"),
+        F.lit(observed_by).alias("observed_by"),
+        F.col("bytes_sent" if client else "bytes_received").alias("bytes_to_dst"),
+        F.col("bytes_received" if client else "bytes_sent").alias("bytes_to_src"),
         "connections_opened", "retransmits",
     )
-    inb = attributed.where(
-        (F.col("direction") == DIRECTION_INBOUND) & (F.col("remote_attribution") != ATTR_HEARTBEAT)
-    ).select(
-        hour,
-        F.col("remote_workload").alias("src_workload"),
-        F.col("local_workload_resolved").alias("dst_workload"),
-        F.col("local_port").alias("dst_port"),
-        F.col("remote_availability_zone").alias("src_availability_zone"),
-        F.col("availability_zone").alias("dst_availability_zone"),
-        F.col("remote_attribution").alias("peer_attribution"),
-        F.lit("server").alias("observed_by"),
-        F.col("bytes_received").alias("bytes_to_dst"),
-        F.col("bytes_sent").alias("bytes_to_src"),
-        "connections_opened", "retransmits",
+
+
+def transform(attributed: DataFrame) -> DataFrame:
+    """Hourly edges with connections, bytes each way, retransmits and record counts."""
+    out = _edges(attributed.where(F.col("direction") == DIRECTION_OUTBOUND), observed_by="client")
+    inb = _edges(
+        attributed.where((F.col("direction") == DIRECTION_INBOUND) & (F.col("remote_attribution") != ATTR_HEARTBEAT)),
+        observed_by="server",
     )
     return out.unionByName(inb).groupBy(*EDGE_KEYS).agg(
         F.sum("connections_opened").cast("bigint").alias("connections"),
