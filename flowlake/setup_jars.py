@@ -1,4 +1,4 @@
-"""``flowlake setup``: fetch the JVM jars (Delta, later hadoop-aws) from Maven Central once."""
+"""``flowlake setup``: fetch the JVM jars (Delta, hadoop-aws + AWS SDK bundle) from Maven Central once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from flowlake.spark import REQUIRED_JAR_PREFIXES, jars_dir
+from flowlake.spark import REQUIRED_JAR_PREFIXES, S3_JAR_PREFIXES, jars_dir
 
 POM = Path(__file__).resolve().parent.parent / "jars" / "pom.xml"
 
@@ -33,7 +33,7 @@ def fetch_jars(*, dest: Path, pom: Path = POM) -> list[Path]:
             "Check network access to Maven Central, then run `flowlake setup` again."
         )
     jars = sorted(dest.glob("*.jar"))
-    missing = [p for p in REQUIRED_JAR_PREFIXES if not any(j.name.startswith(p) for j in jars)]
+    missing = [p for p in (*REQUIRED_JAR_PREFIXES, *S3_JAR_PREFIXES) if not any(j.name.startswith(p) for j in jars)]
     if missing:
         raise RuntimeError(f"Maven ran but {dest} lacks {missing}: check {pom}.")
     return jars

@@ -77,7 +77,10 @@ def get_spark(
     builder = SparkSession.builder.appName(app_name)
     submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("PYSPARK_GATEWAY_PORT")
     if not submitted:
-        builder = builder.master(master or os.environ.get("FLOWLAKE_SPARK_MASTER", "local[*]"))
+        chosen = master or os.environ.get("FLOWLAKE_SPARK_MASTER", "local[*]")
+        builder = builder.master(chosen)
+        if chosen.startswith("local"):  # a local driver talks to itself only: keep it on loopback
+            builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.jars", ",".join(local_jars()))
         if s3_jars():  # same JVM in local mode; same paths on each worker of a one-machine cluster
             builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3_jars()))

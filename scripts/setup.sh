@@ -2,8 +2,9 @@
 # Set flowlake up on a fresh Debian machine (idempotent; run as root for --capture).
 #
 #   bash scripts/setup.sh            # jobs + simulator: Java/Maven, .venv, Delta jars
-#   bash scripts/setup.sh --all      # ... plus the test tools and the capture sidecar's
+#   bash scripts/setup.sh --all      # ... plus the test tools, the capture sidecar's
 #                                    #     kernel dependencies (BCC, headers, tracefs)
+#                                    #     and Airflow (in .venv-airflow)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,5 +45,6 @@ echo "jars: $(ls .cache/jars | tr '\n' ' ')"
 
 if ((ALL)); then
     bash scripts/setup-capture.sh
+    bash scripts/setup-airflow.sh   # Airflow in its own .venv-airflow (its pins clash with ours)
 fi
 echo "setup done: .venv/bin/flowlake is ready"

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Every Spark process the tests start (local sessions, spark-submit, the standalone
+# cluster) binds to loopback: test traffic never leaves 127.0.0.1.
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def _free_port() -> int:
