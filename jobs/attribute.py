@@ -81,10 +81,16 @@ def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, br
 
 
 def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionParams,
-              broadcast: bool = True, bucket_ms: int = 3_600_000) -> DataFrame:
+              broadcast: bool | None = None, bucket_ms: int = 3_600_000) -> DataFrame:
     """Attributed flows: every input column plus local_workload_resolved, remote_workload,
-    remote_attribution, remote_availability_zone and remote_kind."""
+    remote_attribution, remote_availability_zone and remote_kind.
+
+    ``broadcast=None`` broadcasts the change points when there are at most
+    ``params.broadcast_max_rows`` of them (one count of that small table), and
+    otherwise joins on (ip, ``bucket_ms`` time bucket)."""
     points = lookup_points(ownership, flows.select("remote_ip"), params=params)
+    if broadcast is None:
+        broadcast = points.count() <= params.broadcast_max_rows
     remote = _lookup(flows, points, ip_col="remote_ip", prefix="_r_", broadcast=broadcast, bucket_ms=bucket_ms)
     both = _lookup(remote, points, ip_col="local_ip", prefix="_l_", broadcast=broadcast, bucket_ms=bucket_ms)
     attributed = F.col("_r_workload").isNotNull() & F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT, ATTR_CIDR)

@@ -284,7 +284,7 @@ def _run_locked(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms:
     if "attribute" in stages:
         # 3. attribution of the span's records
         flows = bronze_window(spark, lake, start_ms=a, end_ms=end_ms)
-        attributed = attribute.transform(flows, ranges, params=p, broadcast=True).persist()
+        attributed = attribute.transform(flows, ranges, params=p).persist()
 
         def silver_checks():
             from flowlake.jobs import quality as qm
