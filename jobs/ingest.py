@@ -26,9 +26,10 @@ from pyspark.sql import functions as F
 from flowlake.contracts import (
     ACTION_ASSIGN, ACTION_UNASSIGN, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IP_EVENT_DDL, IP_EVENT_SCHEMA,
     IP_EVENTS_PREFIX,
-    PROTOCOL_TCP, RAW_FLOW_DDL, RAW_FLOW_SCHEMA, RAW_FLOWS_PREFIX, SCHEMA_VERSION, SCHEMA_VERSION_KEY, canonical_ip,
+    PROTOCOL_TCP, RAW_FLOW_DDL, RAW_FLOW_SCHEMA, RAW_FLOWS_PREFIX, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
 )
 from flowlake.jobs import lake as lk
+from flowlake.jobs.ips import canonical_or_none
 from flowlake.storage import Location, resolve
 
 log = logging.getLogger(__name__)
@@ -138,18 +139,9 @@ def read_contract_file(loc: Location, key: str, *, kind: str) -> tuple[pa.Table 
     return table.select(schema.names).cast(schema.remove_metadata()), None
 
 
-def _canonical_or_none(text: str | None) -> str | None:
-    if text is None:
-        return None
-    try:
-        return canonical_ip(text)
-    except ValueError:
-        return None
-
-
 def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
     values = col.to_pylist()
-    memo = {v: _canonical_or_none(v) for v in set(values)}
+    memo = {v: canonical_or_none(v) for v in set(values)}
     return pa.array([memo[v] for v in values], type=pa.string())
 
 

@@ -1,6 +1,6 @@
-"""IP address columns: canonical form and CIDR classes, one code path for IPv4 and IPv6.
+"""IP addresses: canonical form and CIDR classes, one code path for IPv4 and IPv6.
 
-Both are vectorised UDFs that work per distinct value in each Arrow batch
+The CIDR class is a vectorised UDF that works per distinct value in each Arrow batch
 (flow tables repeat the same few addresses millions of times).
 """
 
@@ -25,21 +25,14 @@ def _map_distinct(values: pd.Series, fn: Callable[[str], str | None]) -> pd.Seri
     return values.map(mapping).astype(object).where(values.notna(), None)
 
 
-def _canonical_or_none(text: str) -> str | None:
+def canonical_or_none(text: str | None) -> str | None:
+    """The contract's canonical form of an IP text, or None when it is not an IP address."""
+    if text is None:
+        return None
     try:
         return canonical_ip(text)
     except ValueError:
         return None
-
-
-@pandas_udf(StringType())
-def _canonical_ip_udf(values: pd.Series) -> pd.Series:
-    return _map_distinct(values, _canonical_or_none)
-
-
-def canonical_ip_col(col: Column | str) -> Column:
-    """The contract's canonical text of an IP column; null where it is not an IP address."""
-    return _canonical_ip_udf(F.col(col) if isinstance(col, str) else col)
 
 
 def cidr_classifier(classes: Sequence[CidrClass]) -> Callable[[str], str | None]:
