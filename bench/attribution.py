@@ -5,7 +5,7 @@
 For each size it simulates a fleet (cached in the workdir), builds the
 ownership ranges with flowlake's ownership job, then times, on the same
 2 cores:
-  * spark:  flowlake.jobs.attribute.transform (CIDR classes, both as-of
+  * spark:  flowlake.jobs.silver.attribute.transform (CIDR classes, both as-of
             lookups, all output columns), materialised with the noop sink;
   * duckdb: the same two lookups as DuckDB ASOF LEFT JOINs against the same
             change points (precomputed by flowlake, so DuckDB gets them for
@@ -64,7 +64,8 @@ def prepare(workdir: Path, records: int) -> Path:
 def run_spark(spark, base: Path) -> dict:
     from pyspark.sql import functions as F
 
-    from flowlake.jobs import attribute, ownership
+    from flowlake.jobs.silver import attribute
+    from flowlake.jobs.silver import ownership
     from flowlake.jobs.config import load_jobs_config
 
     params = load_jobs_config().attribution

@@ -1,6 +1,6 @@
 """Airflow DAG: flowlake's pipeline once per hour of data, one task per stage.
 
-    ingest >> ownership >> attribute >> quality >> gold
+    ingest >> ownership >> attribute >> quality >> gold   (jobs/run/stage_names.py)
 
 Every task runs `flowlake pipeline run --stages <stage>` for the run's data
 interval (never the wall clock), with one run id per interval, so a retried
@@ -18,6 +18,7 @@ plus the usual AWS_* variables for S3 and FLOWLAKE_SPARK_MASTER for a cluster.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,18 @@ from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["ingest", "ownership", "attribute", "quality", "gold"]
+
+
+def _stage_names() -> tuple[str, ...]:
+    """The pipeline's stages from its registry (a dependency-free module: Airflow's environment
+    does not have flowlake's packages)."""
+    spec = importlib.util.spec_from_file_location("flowlake_stage_names", REPO / "jobs" / "run" / "stage_names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.STAGE_NAMES
+
+
+STAGES = _stage_names()
 FLOWLAKE_BIN = os.environ.get("FLOWLAKE_BIN", str(REPO / ".venv" / "bin" / "flowlake"))
 START = datetime.fromisoformat(os.environ.get("FLOWLAKE_DAG_START", "2025-06-02T00:00:00Z").replace("Z", "+00:00"))
 

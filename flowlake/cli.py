@@ -11,8 +11,8 @@ import click
 SUBCOMMANDS = {
     "capture": "flowlake.capture.cli:capture",
     "simulate": "flowlake.sim.cli:simulate",
-    "pipeline": "flowlake.jobs.cli:pipeline",
-    "evaluate": "flowlake.jobs.cli:evaluate",
+    "pipeline": "flowlake.jobs.run.cli:pipeline",
+    "evaluate": "flowlake.jobs.run.cli:evaluate",
     "setup": "flowlake.setup_jars:setup",
     "report": "flowlake.report:report",
 }

@@ -66,16 +66,18 @@ IP_EVENT_SCHEMA = pa.schema(
 )
 
 # Spark DDL forms of the same schemas (jobs build and validate DataFrames with them).
-RAW_FLOW_DDL = ", ".join(
-    f"{f.name} {({'string': 'string', 'int64': 'bigint', 'int32': 'int'})[str(f.type)]}"
-    for f in RAW_FLOW_SCHEMA
-)
-IP_EVENT_DDL = ", ".join(
-    f"{f.name} {({'string': 'string', 'int64': 'bigint', 'int32': 'int'})[str(f.type)]}"
-    for f in IP_EVENT_SCHEMA
-)
+SPARK_TYPES = {"string": "string", "int64": "bigint", "int32": "int"}  # Arrow type -> Spark SQL type
+RAW_FLOW_DDL = ", ".join(f"{f.name} {SPARK_TYPES[str(f.type)]}" for f in RAW_FLOW_SCHEMA)
+IP_EVENT_DDL = ", ".join(f"{f.name} {SPARK_TYPES[str(f.type)]}" for f in IP_EVENT_SCHEMA)
 
-_INSTANCE_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+NOT_NULL_FLOW_COLUMNS = [f.name for f in RAW_FLOW_SCHEMA if not f.nullable]
+COUNTER_COLUMNS = ["connections_opened", "connections_closed", "bytes_sent", "bytes_received",
+                   "segments_sent", "segments_received", "retransmits"]
+# A record's identity (§1: one aggregate per connection key, interval and instance).
+RECORD_KEY = ["instance_id", "interval_start_ms", "local_ip", "local_port", "remote_ip", "remote_port", "direction"]
+INSTANCE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+
+_INSTANCE_ID_OK = re.compile(rf"^{INSTANCE_ID_PATTERN}$")
 
 
 def canonical_ip(text: str) -> str:

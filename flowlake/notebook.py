@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from flowlake.jobs import gold  # noqa: E402
-from flowlake.jobs import lake as lk  # noqa: E402
-from flowlake.jobs.insight_config import InsightConfig, load_insight_config  # noqa: E402
+from flowlake.jobs.config import InsightConfig, load_insight_config  # noqa: E402
+from flowlake.lake import TABLES, Lake  # noqa: E402
 
-OTHER_TABLES = {"app_dependencies": "gold/app_dependencies", "runs": "_meta/runs"}
+# short names analysts use: "segments" for gold/segments, "runs" for _meta/runs
+SHORT_NAMES = {name.split("/", 1)[1]: name for name in TABLES if name.startswith(("gold/", "_meta/"))}
 
 
 @dataclass
@@ -35,14 +35,14 @@ class LakeView:
     spark: object = field(repr=False)
 
     def path(self, name: str) -> str:
-        if name in gold.TABLES:
-            return gold.table(lk.Lake(self.root), name)
-        if name in OTHER_TABLES:
-            return lk.Lake(self.root).table(OTHER_TABLES[name])
-        raise KeyError(f"unknown table {name!r}: use one of {sorted([*gold.TABLES, *OTHER_TABLES])}")
+        if name not in SHORT_NAMES:
+            raise KeyError(f"unknown table {name!r}: use one of {sorted(SHORT_NAMES)}")
+        return Lake(self.root).path(SHORT_NAMES[name])
 
     def has(self, name: str) -> bool:
-        return lk.exists(self.spark, self.path(name))
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
 
     def table(self, name: str, *, where: str | None = None) -> pd.DataFrame:
         """A gold table as pandas (optionally filtered by a Spark SQL ``where``)."""
@@ -64,7 +64,7 @@ def open_lake(root: str | None = None, *, config: InsightConfig | None = None, s
         extra = spark_s3a_conf() if root.startswith("s3") else None
         spark = get_spark(app_name="flowlake-notebook", master="local[2]", shuffle_partitions=2, extra_conf=extra)
     view = LakeView(root=root, config=config, spark=spark)
-    if not lk.exists(spark, view.path("app_dependencies")):
+    if not view.has("app_dependencies"):
         raise FileNotFoundError(f"no lake at {root} (no gold/app_dependencies): build one with "
                                 "`flowlake simulate` and `flowlake pipeline run`, or set FLOWLAKE_INSIGHT__LAKE")
     return view

@@ -27,4 +27,4 @@ extra=()
 [[ -n "$s3" ]] && extra+=(--driver-class-path "$s3" --conf "spark.executor.extraClassPath=$s3")
 exec "$SPARK_HOME/bin/spark-submit" --jars "$delta" "${extra[@]}" \
     --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY" \
-    "${submit_args[@]}" "$REPO/jobs/cli.py" "$@"
+    "${submit_args[@]}" "$REPO/jobs/run/cli.py" "$@"

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from flowlake.jobs import gold_crosszone
-from flowlake.jobs.insight_config import Prices
+from flowlake.jobs.gold import crosszone as gold_crosszone
+from flowlake.jobs.config import Prices
 from tests.gold.helpers import HOUR, T0, dep, deps_df
 
 PRICES = Prices(bytes_per_gb=1000, same_az_usd_per_gb=0.0, cross_az_usd_per_gb=0.02,

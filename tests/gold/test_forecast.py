@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowlake.jobs import gold_forecast as gf
-from flowlake.jobs.insight_config import ForecastParams
+from flowlake.jobs.gold import forecast as gf
+from flowlake.jobs.config import ForecastParams
 from tests.gold.helpers import HOUR, T0
 
 PARAMS = ForecastParams(uncertainty_samples=100)

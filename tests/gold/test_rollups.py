@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from flowlake.jobs import gold_rollups
+from flowlake.jobs.gold import rollups as gold_rollups
 from tests.gold.helpers import HOUR, MIN, T0, attributed, attributed_df
 
 

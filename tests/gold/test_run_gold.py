@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from flowlake.jobs import dependencies, gold
-from flowlake.jobs import lake as lk
-from flowlake.jobs.config import JobsConfig
-from flowlake.jobs.insight_config import DeclaredPath, InsightConfig, PolicyRule
+from flowlake.jobs.config import DeclaredPath, InsightConfig, JobsConfig, PolicyRule, QualityConfig
+from flowlake.jobs.gold import dependencies
+from flowlake.jobs.run import io
+from flowlake.jobs.run.context import RunContext
+from flowlake.jobs.run.gold_stage import insight_tables, rebuild_insight
+from flowlake.jobs.run.span import Span
+from flowlake.lake import APP_DEPENDENCIES, FLOWS_ATTRIBUTED, TABLES, Lake, table
 from tests.gold.helpers import HOUR, MIN, T0, attributed, attributed_df
 
 INSIGHT = InsightConfig(
@@ -24,30 +27,45 @@ def _silver(spark):
     return attributed_df(spark, rows)
 
 
+INSIGHT_TABLES = [n.split("/", 1)[1] for n in TABLES if n.startswith("gold/") and n != APP_DEPENDENCIES.name]
+
+
+def _read(spark, lake, name):
+    return io.read(spark, lake, table(f"gold/{name}"))
+
+
 def _counts(spark, lake):
-    return {name: lk.read(spark, gold.table(lake, name)).count() for name in gold.TABLES}
+    return {name: _read(spark, lake, name).count() for name in INSIGHT_TABLES}
+
+
+def _run_gold(spark, lake, *, h0_ms, h1_ms):
+    ctx = RunContext(spark=spark, lake=lake, raw_root="", start_ms=h0_ms, end_ms=h1_ms, run_id="test",
+                     config=JobsConfig(), quality=QualityConfig(enabled=False), insight=INSIGHT,
+                     span=Span(start_ms=h0_ms, end_ms=h1_ms, from_ms=h0_ms))
+    insight_tables(ctx)
+    return ctx
 
 
 def test_run_gold_writes_every_table_and_rerun_is_idempotent(spark, tmp_path):
-    lake = lk.Lake(str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"))
     silver = _silver(spark)
-    lk.replace_where(silver, lake.flows_attributed, predicate="interval_start_ms >= 0", partition_by=["dt"])
-    lk.replace_where(dependencies.transform(silver), lake.app_dependencies, predicate="hour_start_ms >= 0")
-    seconds = gold.run_gold(spark, lake, h0_ms=T0, h1_ms=T0 + 3 * HOUR, config=JobsConfig(), insight=INSIGHT)
+    io.replace_where(silver, lake, FLOWS_ATTRIBUTED, predicate="interval_start_ms >= 0")
+    io.replace_where(dependencies.transform(silver), lake, APP_DEPENDENCIES, predicate="hour_start_ms >= 0")
+    seconds = _run_gold(spark, lake, h0_ms=T0, h1_ms=T0 + 3 * HOUR).seconds
     assert {"gold_rollups", "gold_crosszone", "gold_policy", "gold_segments", "gold_forecast"} <= set(seconds)
     first = _counts(spark, lake)
     assert first["traffic_hourly"] == 9 and first["traffic_daily"] == 3 and first["link_hourly"] > 0
     assert first["policy_breaches"] == 3  # b -> db in each of the three hours
-    summary = lk.read(spark, gold.table(lake, "capacity_forecast_summary")).collect()
+    summary = _read(spark, lake, "capacity_forecast_summary").collect()
     assert summary and {r.status for r in summary} == {"insufficient_history"}
     assert first["capacity_forecast"] == 0
-    paths = {r.path: r.status for r in lk.read(spark, gold.table(lake, "path_validation")).collect()}
+    paths = {r.path: r.status for r in _read(spark, lake, "path_validation").collect()}
     assert paths == {"a-db": "observed", "c-db": "no_traffic"}
     # re-run of the last hour only, then of everything: same tables
-    gold.run_gold(spark, lake, h0_ms=T0 + 2 * HOUR, h1_ms=T0 + 3 * HOUR, config=JobsConfig(), insight=INSIGHT)
-    gold.rebuild(spark, lake, config=JobsConfig(), insight=INSIGHT)
+    ctx = _run_gold(spark, lake, h0_ms=T0 + 2 * HOUR, h1_ms=T0 + 3 * HOUR)
+    rebuild_insight(ctx)
     assert _counts(spark, lake) == first
-    daily = lk.read(spark, gold.table(lake, "traffic_daily")).groupBy().sum("bytes_to_dst").first()[0]
+    daily = _read(spark, lake, "traffic_daily").groupBy().sum("bytes_to_dst").first()[0]
     assert daily == 3 * 1000 * (1 + 2 + 3)
 
     from flowlake import notebook, report

@@ -8,8 +8,9 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from flowlake.jobs import gold_segments as gs
-from flowlake.jobs.insight_config import DeclaredPath, PolicyRule, SegmentationParams
+from flowlake.jobs.gold import segments as gs
+from flowlake.jobs.quality.evaluate import adjusted_rand_index
+from flowlake.jobs.config import DeclaredPath, PolicyRule, SegmentationParams
 from flowlake.sim import SimParams, simulate
 from tests.gold.helpers import HOUR, T0, dep, deps_df
 
@@ -34,7 +35,7 @@ CROSS = [("a1", "b1"), ("b2", "c1"), ("c2", "a3")]
 def test_detect_recovers_planted_groups():
     labels = gs.detect(planted(GROUPS, cross=CROSS), {}, params=PARAMS)
     truth = {n: g for g, members in GROUPS.items() for n in members}
-    assert gs.adjusted_rand_index(labels, truth) == pytest.approx(1.0)
+    assert adjusted_rand_index(labels, truth) == pytest.approx(1.0)
     assert sorted(set(labels.values())) == ["seg-01", "seg-02", "seg-03"]
 
 
@@ -66,9 +67,9 @@ def test_really_rewired_workload_changes_segment():
 def test_ari_is_zero_ish_for_unrelated_split_and_needs_two_keys():
     truth = {f"n{i}": f"g{i % 2}" for i in range(8)}
     found = {f"n{i}": f"s{i // 4}" for i in range(8)}
-    assert gs.adjusted_rand_index(found, truth) < 0.1
+    assert adjusted_rand_index(found, truth) < 0.1
     with pytest.raises(ValueError, match="at least two"):
-        gs.adjusted_rand_index({"x": "1"}, {"x": "1"})
+        adjusted_rand_index({"x": "1"}, {"x": "1"})
 
 
 def _deps_for(spark, edges, *, hour=T0):
@@ -172,5 +173,5 @@ def test_segmentation_recovers_simulator_planted_domains(spark, tmp_path):
     segments, _ = gs.transform(rows, spark.createDataFrame([], gs.SEGMENTS_DDL), params=SegmentationParams(),
                                from_ms=0, to_ms=HOUR)
     found = {r.workload: r.segment for r in segments.collect()}
-    ari = gs.adjusted_rand_index(found, manifest["domains"])
+    ari = adjusted_rand_index(found, manifest["domains"])
     assert ari >= 0.6, f"segments agree with planted domains only at ARI {ari:.2f}"

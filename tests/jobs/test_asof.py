@@ -4,7 +4,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from flowlake.jobs.asof import asof_join
+from flowlake.jobs.silver.asof import asof_join
 
 LEFT_DDL = "ip string, t bigint, id int"
 RIGHT_DDL = "ip string, ts bigint, owner string, prio int"

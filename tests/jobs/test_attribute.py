@@ -1,6 +1,7 @@
 """Attribution: precedence, doubt, CIDR fallback, boundaries, IPv6, hot addresses."""
 
-from flowlake.jobs import attribute, ownership
+from flowlake.jobs.silver import attribute
+from flowlake.jobs.silver import ownership
 from flowlake.jobs.config import load_jobs_config
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 

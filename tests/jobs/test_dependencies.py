@@ -1,6 +1,6 @@
 """gold/app_dependencies counts each connection once, from the side that saw it best."""
 
-from flowlake.jobs import dependencies
+from flowlake.jobs.gold import dependencies
 from flowlake.contracts import RAW_FLOW_DDL
 from tests.jobs.helpers import T0, flow
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowlake.contracts import IP_EVENT_SCHEMA, RAW_FLOW_SCHEMA, raw_flow_key
-from flowlake.jobs import ingest
-from flowlake.jobs import lake as lk
+from flowlake.jobs.bronze import ingest
+from tests import lakehelp as lk
 from tests.jobs.helpers import T0, event, flow
 
 NOW = T0 + 3_600_000

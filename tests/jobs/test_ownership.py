@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from flowlake.jobs import ownership
+from flowlake.jobs.silver import event_ranges, ownership
 from flowlake.jobs.config import AttributionParams
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
@@ -76,7 +76,7 @@ def test_ipv6_heartbeats_build_ranges_like_ipv4(spark):
 
 
 def _ev(rows):
-    return ownership.event_ranges_for_ip(pd.DataFrame([event(**r) for r in rows]), lag_margin_ms=30_000)
+    return event_ranges.event_ranges_for_ip(pd.DataFrame([event(**r) for r in rows]), lag_margin_ms=30_000)
 
 
 def _rows(out, cols):
@@ -135,7 +135,7 @@ def test_event_range_is_cut_where_a_heartbeat_of_another_workload_begins(spark):
 
 @pytest.mark.parametrize("margin", [0, 30_000])
 def test_lag_margin_is_taken_off_every_closed_event_range(margin):
-    out = ownership.event_ranges_for_ip(pd.DataFrame([
+    out = event_ranges.event_ranges_for_ip(pd.DataFrame([
         event(workload="lb-a", instance_id="a", event_ms=T0),
         event(action="unassign", workload=None, instance_id="a", event_ms=T0 + MIN),
     ]), lag_margin_ms=margin)

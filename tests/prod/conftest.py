@@ -56,7 +56,7 @@ def jobs_config():
 
 @pytest.fixture(scope="session")
 def quality_config():
-    from flowlake.jobs.quality import load_quality_config
+    from flowlake.jobs.config import load_quality_config
 
     return load_quality_config()
 
@@ -64,7 +64,7 @@ def quality_config():
 @pytest.fixture(scope="package")
 def clean_lake(_small_gold, spark, demo_raw, jobs_config, quality_config, tmp_path_factory) -> Path:
     """The demo hour run once, cleanly, in local mode: the reference the other runs must equal."""
-    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.run.pipeline import run
 
     lake = tmp_path_factory.mktemp("clean") / "lake"
     run(spark, raw_root=str(demo_raw), lake_root=str(lake), start_ms=START_MS, end_ms=END_MS,

@@ -45,7 +45,7 @@ def test_killed_mid_write_then_rerun_equals_one_clean_run(spark, demo_raw, clean
 
 def test_s3_down_mid_run_fails_cleanly_and_a_rerun_completes(spark, s3_env, demo_raw, clean_lake, jobs_config,
                                                              quality_config, monkeypatch):
-    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.run.pipeline import run
 
     direct = s3_env.client()
     bucket = s3_env.new_bucket()
@@ -80,7 +80,7 @@ def test_s3_down_mid_run_fails_cleanly_and_a_rerun_completes(spark, s3_env, demo
     proxy.up()
     # the failed run could not remove its lock while S3 was down: it is its own (same pid), so a re-run by the
     # same process would take it; a new process sees a live pid, so we unlock as an operator would
-    from flowlake.jobs.lakelock import force_unlock
+    from flowlake.jobs.run.lock import force_unlock
 
     force_unlock(lake)
     run(spark, raw_root=raw, lake_root=lake, start_ms=START_MS, end_ms=END_MS, config=jobs_config,
@@ -92,12 +92,12 @@ def test_s3_down_mid_run_fails_cleanly_and_a_rerun_completes(spark, s3_env, demo
 
 
 def test_a_second_concurrent_run_fails_fast(spark, demo_raw, jobs_config, tmp_path):
-    from flowlake.jobs.lakelock import LakeLock, LakeLockedError
-    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.run.lock import LakeLock, LakeLockedError
+    from flowlake.jobs.run.pipeline import run
 
     lake = tmp_path / "lake"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from flowlake.jobs.lakelock import LakeLock\n"
+        "import sys, time; from flowlake.jobs.run.lock import LakeLock\n"
         f"l = LakeLock({str(lake)!r}, owner='other-run'); l.acquire(); print('held', flush=True); time.sleep(600)")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -117,8 +117,8 @@ def test_a_second_concurrent_run_fails_fast(spark, demo_raw, jobs_config, tmp_pa
 
 def test_late_files_and_events_correct_a_published_window_and_backfill_resumes(
         spark, demo_raw, clean_lake, jobs_config, quality_config, tmp_path):
-    from flowlake.jobs.backfill import BackfillError, backfill, windows
-    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.run.backfill import BackfillError, backfill, windows
+    from flowlake.jobs.run.pipeline import run
 
     raw, lake = tmp_path / "raw", tmp_path / "lake"
     files = sorted((demo_raw / "flows").rglob("*.parquet"))

@@ -20,7 +20,7 @@ def _rows(spark):
 
 
 def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
-    from flowlake.jobs import quality as q
+    from flowlake.jobs.quality import suites as q
 
     df = _rows(spark)
     report = q.run_checks(q.bronze_suite(df, df, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
@@ -39,8 +39,8 @@ def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
 
 
 def test_overlapping_ranges_are_found(spark, quality_config):
-    from flowlake.jobs import quality as q
-    from flowlake.jobs.ownership import OWNERSHIP_DDL
+    from flowlake.jobs.quality import suites as q
+    from flowlake.jobs.silver.ownership import OWNERSHIP_DDL
 
     ranges = spark.createDataFrame([
         ("10.0.0.1", "a", 0, 100, "heartbeat", None, None, None, None),
@@ -56,7 +56,7 @@ def test_overlapping_ranges_are_found(spark, quality_config):
 
 
 def test_warning_level_check_only_reports(spark, quality_config, tmp_path):
-    from flowlake.jobs import quality as q
+    from flowlake.jobs.quality import suites as q
 
     silver = spark.createDataFrame([("f", "i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "unattributed")],
                                    ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"

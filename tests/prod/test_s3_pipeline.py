@@ -12,7 +12,7 @@ from tests.prod.conftest import END_MS, START_MS, table_rows, upload_tree
 
 def test_s3_pipeline_quarantines_bad_files_publishes_the_rest_and_is_idempotent(
         spark, s3_env, demo_raw, clean_lake, jobs_config, quality_config):
-    from flowlake.jobs.pipeline import run
+    from flowlake.jobs.run.pipeline import run
 
     client = s3_env.client()
     bucket = s3_env.new_bucket()

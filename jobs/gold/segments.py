@@ -21,7 +21,7 @@ import networkx as nx
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from flowlake.jobs.insight_config import DeclaredPath, PolicyRule, SegmentationParams
+from flowlake.jobs.config import DeclaredPath, PolicyRule, SegmentationParams
 
 HOUR_MS = 3_600_000
 SEGMENTS_DDL = "workload string, segment string, segment_size int, previous_segment string, degree double"
@@ -153,25 +153,6 @@ def transform(dependencies: DataFrame, previous_segments: DataFrame, *, params: 
     q_row = [(from_ms, to_ms, q["workloads"], q["edges"], q["segments"], q["modularity"], q["coverage"],
               q["performance"], q["intra_weight_share"], q["kept_segment_share"], params.weight)]
     return spark.createDataFrame(rows, SEGMENTS_DDL), spark.createDataFrame(q_row, QUALITY_DDL)
-
-
-def adjusted_rand_index(found: dict[str, str], truth: dict[str, str]) -> float:
-    """Agreement of two labelings over their common keys (1 = identical split, ~0 = chance)."""
-    keys = sorted(set(found) & set(truth))
-    n = len(keys)
-    if n < 2:
-        raise ValueError("need at least two workloads present in both labelings to compare them")
-
-    def c2(x: int) -> float:
-        return x * (x - 1) / 2
-
-    pairs = Counter((found[k], truth[k]) for k in keys)
-    a, b = Counter(found[k] for k in keys), Counter(truth[k] for k in keys)
-    index = sum(c2(v) for v in pairs.values())
-    sa, sb = sum(c2(v) for v in a.values()), sum(c2(v) for v in b.values())
-    expected = sa * sb / c2(n)
-    top = (sa + sb) / 2
-    return 1.0 if top == expected else (index - expected) / (top - expected)
 
 
 def allow_rules(dependencies: DataFrame, segments: DataFrame) -> DataFrame:

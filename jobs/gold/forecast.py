@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from flowlake.jobs.insight_config import ForecastParams
+from flowlake.jobs.config import ForecastParams
 
 HOUR_MS = 3_600_000
 METRICS = ("bytes_total", "p95_bytes_per_s")

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import DIRECTION_INBOUND, DIRECTION_OUTBOUND
-from flowlake.jobs.attribute import ATTR_HEARTBEAT
+from flowlake.jobs.silver.attribute import ATTR_HEARTBEAT
 
 HOUR_MS = 3_600_000
 EDGE_KEYS = ["hour_start_ms", "src_workload", "dst_workload", "dst_port", "src_availability_zone",

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowlake.jobs.asof import asof_join
+from flowlake.jobs.silver.asof import asof_join
 from flowlake.jobs.config import AttributionParams
-from flowlake.jobs.ips import cidr_class_col
-from flowlake.jobs.ownership import SOURCE_EVENT, SOURCE_HEARTBEAT
-from flowlake.jobs.ranges import BEFORE_ALL, OPEN_END, covering, elementary_segments, merge_adjacent
+from flowlake.jobs.silver.ips import cidr_class_col
+from flowlake.jobs.silver.ownership import SOURCE_EVENT, SOURCE_HEARTBEAT
+from flowlake.timeutil import HOUR_MS
+from flowlake.jobs.silver.ranges import BEFORE_ALL, OPEN_END, covering, elementary_segments, merge_adjacent
 
 ATTR_HEARTBEAT = SOURCE_HEARTBEAT
 ATTR_EVENT = SOURCE_EVENT
@@ -40,13 +41,16 @@ def ownership_timeline(ownership: DataFrame) -> DataFrame:
     return merge_adjacent(best.select("ip", "seg_from", "seg_to", "o.*"), key="ip", same=_OWNER_COLS)
 
 
-def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: AttributionParams) -> DataFrame:
+def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: AttributionParams,
+                  known_ips: DataFrame | None = None) -> DataFrame:
     """Change points (LOOKUP_DDL) for the as-of join.
 
     Each owned segment starts a point and its end (if any) starts a point with
     no owner; every address with any range gets a no-owner point before all
     time; addresses no range names get one point before all time with their
     CIDR class (``cidr``) or none (internal space: ``unattributed``).
+    ``known_ips`` (column ``ip``) are the addresses any range ever named
+    (default: those of ``ownership``).
     """
     timeline = ownership_timeline(ownership)
     starts = timeline.select("ip", F.col("valid_from").alias("ts_ms"), *_OWNER_COLS)
@@ -55,7 +59,7 @@ def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: Attrib
         F.lit(None).cast("string").alias("availability_zone"),
     ]
     ends = timeline.where(F.col("valid_to") < OPEN_END).select("ip", F.col("valid_to").alias("ts_ms"), *no_owner)
-    known = ownership.select("ip").distinct()
+    known = (ownership if known_ips is None else known_ips).select("ip").distinct()
     before_all = known.select("ip", F.lit(BEFORE_ALL).alias("ts_ms"), *no_owner)
     unknown = remote_ips.select(F.col("remote_ip").alias("ip")).distinct().join(known, "ip", "left_anti")
     cls = cidr_class_col("ip", classes=params.cidr_classes)
@@ -81,14 +85,15 @@ def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, br
 
 
 def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionParams,
-              broadcast: bool | None = None, bucket_ms: int = 3_600_000) -> DataFrame:
+              known_ips: DataFrame | None = None, broadcast: bool | None = None,
+              bucket_ms: int = HOUR_MS) -> DataFrame:
     """Attributed flows: every input column plus local_workload_resolved, remote_workload,
     remote_attribution, remote_availability_zone and remote_kind.
 
     ``broadcast=None`` broadcasts the change points when there are at most
     ``params.broadcast_max_rows`` of them (one count of that small table), and
     otherwise joins on (ip, ``bucket_ms`` time bucket)."""
-    points = lookup_points(ownership, flows.select("remote_ip"), params=params)
+    points = lookup_points(ownership, flows.select("remote_ip"), params=params, known_ips=known_ips)
     if broadcast is None:
         broadcast = points.count() <= params.broadcast_max_rows
     remote = _lookup(flows, points, ip_col="remote_ip", prefix="_r_", broadcast=broadcast, bucket_ms=bucket_ms)

@@ -9,15 +9,15 @@ unattributed. Also checks that no record was lost or duplicated.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowlake.contracts import ACTION_ASSIGN
-from flowlake.jobs.asof import asof_join
+from flowlake.contracts import ACTION_ASSIGN, RECORD_KEY
+from flowlake.jobs.silver.asof import asof_join
 
-RECORD_KEY = ["instance_id", "interval_start_ms", "local_ip", "local_port", "remote_ip", "remote_port", "direction"]
 TRUTH_DDL = ", ".join(
     ["instance_id string", "interval_start_ms bigint", "local_ip string", "local_port int", "remote_ip string",
      "remote_port int", "direction string", "true_remote_workload string", "true_remote_kind string"]
@@ -119,3 +119,22 @@ def transform(attributed: DataFrame, truth: DataFrame, events: DataFrame, bronze
         truth_records=truth.count(), lake_records=attributed.count(), missing=missing, extra=extra,
         duplicated=dup, flowlake=ours, naive=theirs,
     )
+
+
+def adjusted_rand_index(found: dict[str, str], truth: dict[str, str]) -> float:
+    """Agreement of two labelings over their common keys (1 = identical split, ~0 = chance)."""
+    keys = sorted(set(found) & set(truth))
+    n = len(keys)
+    if n < 2:
+        raise ValueError("need at least two workloads present in both labelings to compare them")
+
+    def c2(x: int) -> float:
+        return x * (x - 1) / 2
+
+    pairs = Counter((found[k], truth[k]) for k in keys)
+    a, b = Counter(found[k] for k in keys), Counter(truth[k] for k in keys)
+    index = sum(c2(v) for v in pairs.values())
+    sa, sb = sum(c2(v) for v in a.values()), sum(c2(v) for v in b.values())
+    expected = sa * sb / c2(n)
+    top = (sa + sb) / 2
+    return 1.0 if top == expected else (index - expected) / (top - expected)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from flowlake.jobs import lake as lk
-from flowlake.jobs import pipeline
+from flowlake.jobs.run import io
+from flowlake.jobs.run import pipeline
 from flowlake.jobs.config import JobsConfig
+from flowlake.lake import RUNS, Lake
+from flowlake.timeutil import iso
 
 
 class BackfillError(RuntimeError):
@@ -40,7 +41,7 @@ def complete(runs: list[tuple[int, int]], window: tuple[int, int]) -> bool:
 
 def finished_runs(spark: SparkSession, lake_root: str) -> list[tuple[int, int]]:
     """(start_ms, end_ms) of every run that reached its last stage."""
-    runs = lk.read(spark, lk.Lake(lake_root).runs, ddl=pipeline.RUNS_DDL)
+    runs = io.read(spark, Lake(lake_root), RUNS)
     return [(r[0], r[1]) for r in runs.select("start_ms", "end_ms").distinct().orderBy(F.col("start_ms")).collect()]
 
 
@@ -50,10 +51,6 @@ class BackfillReport:
     skipped: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: int, end_ms: int, step_ms: int,
              config: JobsConfig, quality=None, echo: Callable[[str], None] = print,
              run: Callable[..., pipeline.RunReport] = pipeline.run) -> BackfillReport:
@@ -61,7 +58,7 @@ def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: in
     report = BackfillReport()
     done = finished_runs(spark, lake_root)
     for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms):
-        label = f"[{_iso(w[0])}, {_iso(w[1])})"
+        label = f"[{iso(w[0])}, {iso(w[1])})"
         if complete(done, w):
             report.skipped.append(w)
             echo(f"skip {label}: already complete")
@@ -69,10 +66,10 @@ def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: in
         echo(f"run  {label}")
         try:
             result = run(spark, raw_root=raw_root, lake_root=lake_root, start_ms=w[0], end_ms=w[1],
-                         config=config, quality=quality)
+                         config=config, quality=quality, echo=echo)
         except Exception as err:
-            from flowlake.jobs.lakelock import LakeLockedError
-            from flowlake.jobs.quality import QualityGateError
+            from flowlake.jobs.run.lock import LakeLockedError
+            from flowlake.jobs.quality.checks import QualityGateError
 
             if isinstance(err, (LakeLockedError, QualityGateError)):
                 echo(f"stopped at {label}; {len(report.ran)} window(s) ran, {len(report.skipped)} skipped")

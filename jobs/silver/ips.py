@@ -65,3 +65,13 @@ def cidr_class_col(col: Column | str, *, classes: Sequence[CidrClass]) -> Column
         return _map_distinct(values, classify)
 
     return _classify(F.col(col) if isinstance(col, str) else col)
+
+
+def non_canonical_ip_col(col: Column | str) -> Column:
+    """The column's value where it is not an IP address in the contract's canonical form, else null."""
+
+    @pandas_udf(StringType())
+    def _bad(values: pd.Series) -> pd.Series:
+        return _map_distinct(values, lambda v: None if canonical_or_none(v) == v else v)
+
+    return _bad(F.col(col) if isinstance(col, str) else col)

@@ -30,7 +30,7 @@ EXIT_LOCKED = 4
 
 
 def _times(start: str, end: str) -> tuple[int, int]:
-    from flowlake.jobs.pipeline import parse_utc
+    from flowlake.timeutil import parse_utc
 
     try:
         return parse_utc(start), parse_utc(end)
@@ -39,15 +39,17 @@ def _times(start: str, end: str) -> tuple[int, int]:
 
 
 def _quality(quality_config: str | None, no_quality: bool):
-    from flowlake.jobs.quality import load_quality_config
+    from flowlake.jobs.config import load_quality_config
 
-    return None if no_quality else load_quality_config(quality_config)
+    if no_quality:
+        return load_quality_config(quality_config, enabled=False)
+    return load_quality_config(quality_config)
 
 
 def _guarded(fn):
     """Run ``fn``; a failed quality gate or a held lock exits non-zero with the reason (no traceback)."""
-    from flowlake.jobs.lakelock import LakeLockedError
-    from flowlake.jobs.quality import QualityGateError
+    from flowlake.jobs.run.lock import LakeLockedError
+    from flowlake.jobs.quality.checks import QualityGateError
 
     try:
         return fn()
@@ -89,7 +91,7 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
     Exit 3: a blocking quality check failed (nothing of that stage published, report under
     <lake>/_quality/<run_id>/); exit 4: another run holds the lake's writer lock."""
     from flowlake.jobs.config import load_jobs_config
-    from flowlake.jobs.pipeline import parse_stages, run
+    from flowlake.jobs.run.pipeline import parse_stages, run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_jobs_config(config_path)
@@ -100,7 +102,8 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
         raise click.BadParameter(str(err), param_hint="--stages") from err
     quality = _quality(quality_config, no_quality)
     report = _guarded(lambda: run(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
-                                  end_ms=end_ms, config=config, stages=chosen, run_id=run_id, quality=quality))
+                                  end_ms=end_ms, config=config, stages=chosen, run_id=run_id, quality=quality,
+                                  echo=click.echo))
     click.echo(report.summary())
 
 
@@ -111,7 +114,7 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
 def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
                       quality_config: str | None, no_quality: bool, step_hours: int) -> None:
     """Run the windows of [start, end) in order, skipping those already complete; re-run to resume."""
-    from flowlake.jobs.backfill import BackfillError, backfill
+    from flowlake.jobs.run.backfill import BackfillError, backfill
     from flowlake.jobs.config import load_jobs_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -131,7 +134,7 @@ def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, confi
 @click.option("--lake", "lake_root", required=True, help="Lake root whose writer lock to remove.")
 def pipeline_unlock(lake_root: str) -> None:
     """Remove the lake's writer lock left by a dead run (make sure no run is writing first)."""
-    from flowlake.jobs.lakelock import force_unlock
+    from flowlake.jobs.run.lock import force_unlock
 
     info = force_unlock(lake_root)
     click.echo(f"removed the lock of {info.describe()}" if info else f"{lake_root} was not locked")
@@ -145,16 +148,17 @@ def pipeline_unlock(lake_root: str) -> None:
               help="Exit 1 when flowlake misattributes more than this share of records.")
 def evaluate(lake_root: str, truth_root: str, out_path: str | None, max_misattributed_pct: float | None) -> None:
     """Score the lake's attribution (and a naive arrival-order baseline) against simulator truth."""
-    from flowlake.jobs import evaluate as ev
-    from flowlake.jobs import lake as lk
+    from flowlake.jobs.quality import evaluate as ev
+    from flowlake.jobs.run import io
+    from flowlake.lake import BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, Lake
     from flowlake.jobs.config import load_jobs_config
     from flowlake.storage import spark_path
 
     spark = _spark(load_jobs_config())
-    lake = lk.Lake(lake_root)
+    lake = Lake(lake_root)
     truth = spark.read.schema(ev.TRUTH_DDL).parquet(spark_path(join(truth_root, "flows")))
-    result = ev.transform(lk.read(spark, lake.flows_attributed), truth, lk.read(spark, lake.bronze_ip_events),
-                          lk.read(spark, lake.bronze_flows))
+    result = ev.transform(io.read(spark, lake, FLOWS_ATTRIBUTED), truth, io.read(spark, lake, BRONZE_IP_EVENTS),
+                          io.read(spark, lake, BRONZE_FLOWS))
     click.echo(result.table())
     if out_path:
         with open(out_path, "w") as f:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowlake.jobs.gold_rollups import region_of
-from flowlake.jobs.insight_config import Prices
+from flowlake.jobs.gold.rollups import region_of
+from flowlake.jobs.config import Prices
 
 KEYS = ["day", "src_workload", "dst_workload", "src_availability_zone", "dst_availability_zone",
         "src_region", "dst_region", "scope"]

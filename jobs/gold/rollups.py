@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import DIRECTION_INBOUND, DIRECTION_OUTBOUND
-from flowlake.jobs.attribute import ATTR_HEARTBEAT
+from flowlake.jobs.silver.attribute import ATTR_HEARTBEAT
 
 HOUR_MS = 3_600_000
 PAIR_KEYS = ["src_workload", "dst_workload", "src_availability_zone", "dst_availability_zone",

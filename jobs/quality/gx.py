@@ -10,7 +10,7 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from flowlake.jobs.quality import EXAMPLES, Check, CheckResult  # noqa: E402
+from flowlake.jobs.quality.checks import EXAMPLES, Check, CheckResult  # noqa: E402
 
 
 def _context():

@@ -1,0 +1,185 @@
+"""ingest: raw flow files and IP-event files into bronze, each file exactly once.
+
+A file that cannot be read, breaks the key layout, has the wrong schema
+version or types, or holds bad values is not published: it is copied to
+``quarantine/raw/<run_id>/`` and listed in ``quarantine/files`` with the
+reason, and the run goes on with the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pyarrow.fs as pafs
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX
+from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS, list_files, read_files
+from flowlake.jobs.bronze.validate import file_stats, validate_events, validate_flows
+from flowlake.jobs.run import io
+from flowlake.lake import BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, Lake, Table
+from flowlake.storage import Location, resolve
+from flowlake.timeutil import HOUR_MS, days_between
+
+log = logging.getLogger(__name__)
+
+STATUS_INGESTED = "ingested"
+STATUS_QUARANTINED = "quarantined"
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did: counts, and for each quarantined file where it went and why."""
+
+    kind: str
+    files_seen: int = 0
+    files_ingested: int = 0
+    rows_ingested: int = 0
+    quarantined: list[dict] = field(default_factory=list)
+    min_time_ms: int | None = None  # earliest interval start / event time among new rows
+
+    def summary(self) -> str:
+        text = (f"{self.kind}: {self.files_ingested} new file(s), {self.rows_ingested} row(s) ingested, "
+                f"{len(self.quarantined)} file(s) quarantined")
+        for q in self.quarantined:
+            text += f"\n  quarantined {q['source_file']}: {q['reason']} -> {q['quarantine_path']}"
+        return text
+
+
+def _processed_files(spark: SparkSession, lake: Lake, kind: str) -> DataFrame:
+    """The processed-files log for one kind (one entry per file)."""
+    files = io.read(spark, lake, INGESTED_FILES).where(F.col("kind") == kind)
+    return files.dropDuplicates(["source_file"])
+
+
+def _already_processed(spark: SparkSession, lake: Lake, kind: str) -> set[str]:
+    return {r[0] for r in _processed_files(spark, lake, kind).select("source_file").toLocalIterator()}
+
+
+def _quarantine_copy(loc: Location, key: str, dest_root: str) -> str:
+    dest = resolve(dest_root)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9._=-]", "_", key.rsplit("/", 1)[-1])[-100:] or "file"
+    target = f"{dest.path}/{digest}-{name}"
+    try:
+        dest.fs.create_dir(dest.path, recursive=True)
+        pafs.copy_files(f"{loc.path}/{key}", target, source_filesystem=loc.fs, destination_filesystem=dest.fs)
+    except Exception as err:  # noqa: BLE001 - the log still names the original
+        log.warning("could not copy %s to quarantine: %s", key, err)
+        return f"(copy failed: {err}) original at {loc.uri(f'{loc.path}/{key}')}"
+    return dest.uri(target)
+
+
+def _in_bronze(spark: SparkSession, lake: Lake, target: Table, uris: list[str], *, kind: str) -> set[str]:
+    """Which of these files' rows are already in bronze (a run that died before logging them)."""
+    if not io.exists(spark, lake, target) or not uris:
+        return set()
+    table = io.read(spark, lake, target)
+    if kind == KIND_FLOWS:
+        days = sorted({m.group(1) for u in uris if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", u))})
+        if days:  # rows sit in their own day's partition or the next (a file may span midnight)
+            last = (datetime.fromisoformat(days[-1]) + timedelta(days=1)).date().isoformat()
+            table = table.where((F.col("dt") >= F.lit(days[0]).cast("date")) & (F.col("dt") <= F.lit(last).cast("date")))
+    found = table.select("source_file").where(F.col("source_file").isin(uris)).distinct()
+    return {r[0] for r in found.toLocalIterator()}
+
+
+def _bad_reason(stat) -> str:
+    if stat["rows"] == 0:
+        return stat["reason"]
+    return f"{stat['bad_rows']} of {stat['rows']} row(s) bad, e.g. {stat['reason']}"
+
+
+def ingest(
+    spark: SparkSession,
+    *,
+    kind: str,
+    raw_root: str,
+    lake: Lake,
+    keys: list[str],
+    run_id: str,
+    now_ms: int | None = None,
+    max_future_skew_ms: int = 3_600_000,
+) -> IngestResult:
+    """Ingest the given new file keys of one kind into bronze; quarantine the bad ones.
+
+    Order of writes, so that a run killed anywhere can simply be re-run:
+    quarantine log, bronze rows, then the processed-files log. A file whose
+    rows reached bronze but not the log is recognised and not written twice.
+    """
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    loc = resolve(raw_root)
+    result = IngestResult(kind=kind, files_seen=len(keys))
+    if not keys:
+        return result
+    uri = {k: loc.uri(f"{loc.path}/{k}") for k in keys}
+    target = BRONZE_FLOWS if kind == KIND_FLOWS else BRONZE_IP_EVENTS
+    raw = read_files(spark, raw_root=raw_root, keys=keys, kind=kind)
+    if kind == KIND_FLOWS:
+        validated = validate_flows(raw, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
+        time_col = "interval_start_ms"
+    else:
+        validated = validate_events(raw)
+        time_col = "event_ms"
+    validated = validated.persist()
+    stats = {r["source_file"]: r for r in file_stats(validated, time_col=time_col).collect()}
+    bad = {k: _bad_reason(stats[uri[k]]) for k in keys if uri[k] in stats and stats[uri[k]]["bad_rows"]}
+    detected = int(time.time() * 1000)
+
+    # 1) quarantine: copies and log, keyed by source file (a re-run rewrites the same rows)
+    qrows = []
+    for key, reason in sorted(bad.items()):
+        dest = _quarantine_copy(loc, key, lake.quarantine_copy_root(run_id))
+        qrows.append((uri[key], kind, reason, dest, run_id, detected))
+    result.quarantined = [dict(zip(["source_file", "kind", "reason", "quarantine_path", "run_id", "detected_at_ms"], r))
+                          for r in qrows]
+    if qrows:
+        io.replace_where(spark.createDataFrame(qrows, QUARANTINE_FILES.ddl), lake, QUARANTINE_FILES,
+                         predicate=io.sql_in("source_file", [r[0] for r in qrows]))
+        log.warning("quarantined %d %s file(s) under %s", len(qrows), kind, lake.quarantine_copy_root(run_id))
+
+    # 2) bronze: rows of the good files not already there
+    ok_uris = [uri[k] for k in keys if k not in bad]
+    fresh = sorted(set(ok_uris) - _in_bronze(spark, lake, target, ok_uris, kind=kind))
+    if fresh:
+        rows = validated.where(F.col("source_file").isin(fresh)).drop("_reason")
+        io.append(rows, lake, target)
+    validated.unpersist()
+
+    file_rows = []
+    for u in ok_uris:
+        s = stats.get(u)
+        file_rows.append((u, kind, STATUS_INGESTED, None, int(s["rows"]) if s else 0,
+                          s["min_time_ms"] if s else None, s["max_time_ms"] if s else None, run_id, detected))
+    result.files_ingested = len(ok_uris)
+    result.rows_ingested = sum(r[4] for r in file_rows)
+    mins = [r[5] for r in file_rows if r[5] is not None]
+    result.min_time_ms = min(mins) if mins else None
+
+    # 3) the processed-files log, last: a file is marked done only once its rows are in
+    file_rows += [(uri[k], kind, STATUS_QUARANTINED, bad[k], None, None, None, run_id, detected) for k in bad]
+    io.append(spark.createDataFrame(file_rows, INGESTED_FILES.ddl), lake, INGESTED_FILES)
+    return result
+
+
+def new_flow_keys(spark: SparkSession, *, raw_root: str, lake: Lake, start_ms: int, end_ms: int,
+                  lookback_hours: int) -> list[str]:
+    """Raw flow files under the days the window (and late-arrival lookback) touches, not yet processed."""
+    loc = resolve(raw_root)
+    days = days_between(start_ms - lookback_hours * HOUR_MS, end_ms + HOUR_MS)
+    keys = list_files(loc, [f"{RAW_FLOWS_PREFIX}/dt={d}" for d in days])
+    done = _already_processed(spark, lake, KIND_FLOWS)
+    return [k for k in keys if loc.uri(f"{loc.path}/{k}") not in done]
+
+
+def new_event_keys(spark: SparkSession, *, raw_root: str, lake: Lake) -> list[str]:
+    """IP-event files not yet processed (all days: events for old days arrive late)."""
+    loc = resolve(raw_root)
+    keys = list_files(loc, [IP_EVENTS_PREFIX])
+    done = _already_processed(spark, lake, KIND_EVENTS)
+    return [k for k in keys if loc.uri(f"{loc.path}/{k}") not in done]

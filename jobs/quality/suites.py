@@ -1,0 +1,122 @@
+"""Data-quality suites for bronze, ownership, silver and gold (pure: DataFrames in, checks out).
+
+Each suite is a list of :class:`~flowlake.jobs.quality.checks.Check` s: a
+Great Expectations 1.x expectation over a DataFrame (the rows about to be
+published, or a small DataFrame of violations or totals computed here). A
+stage validates its output *before* it publishes (:mod:`flowlake.jobs.quality.gate`):
+a failed ``blocking`` check stops the run, a failed ``warning`` is reported.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from flowlake.contracts import COUNTER_COLUMNS, NOT_NULL_FLOW_COLUMNS, RAW_FLOW_SCHEMA, RECORD_KEY, SPARK_TYPES
+from flowlake.jobs.quality.checks import Check
+from flowlake.jobs.silver.ips import non_canonical_ip_col
+from flowlake.timeutil import HOUR_MS
+
+# One bronze/silver row: a record of one source file.
+ROW_KEY = ["source_file", *RECORD_KEY]
+
+
+
+def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_ms: int,
+                 lateness_ms: int) -> list[Check]:
+    """Bronze rows of the span (``window``) and the rows this run ingested (``new_rows``)."""
+    nulls = F.concat_ws(",", *[F.when(F.col(c).isNull(), F.lit(c)) for c in NOT_NULL_FLOW_COLUMNS])
+    negative = F.concat_ws(",", *[F.when(F.col(c) < 0, F.lit(c)) for c in COUNTER_COLUMNS])
+    rows = window.select(
+        *ROW_KEY, "interval_end_ms",
+        non_canonical_ip_col("local_ip").alias("_bad_local_ip"),
+        non_canonical_ip_col("remote_ip").alias("_bad_remote_ip"),
+        F.when(nulls != "", nulls).alias("_null_columns"),
+        F.when(negative != "", negative).alias("_negative_counters"),
+    )
+    want = {f.name: f.type for f in RAW_FLOW_SCHEMA}
+    got = dict(window.dtypes)
+    wrong = {c: got.get(c, "missing") for c, t in want.items() if got.get(c) != SPARK_TYPES[str(t)]}
+    schema = window.sparkSession.createDataFrame(
+        [(c, g) for c, g in sorted(wrong.items())], "column string, actual_type string")
+    return [
+        Check("bronze.schema", schema, "ExpectTableRowCountToEqual", {"value": 0},
+              "every contract column present with the contract's type"),
+        Check("bronze.not_null", rows, "ExpectColumnValuesToBeNull", {"column": "_null_columns"},
+              f"no nulls in {', '.join(NOT_NULL_FLOW_COLUMNS)}"),
+        Check("bronze.local_ip_valid", rows, "ExpectColumnValuesToBeNull", {"column": "_bad_local_ip"},
+              "local_ip is a canonical IP address"),
+        Check("bronze.remote_ip_valid", rows, "ExpectColumnValuesToBeNull", {"column": "_bad_remote_ip"},
+              "remote_ip is a canonical IP address"),
+        Check("bronze.counters_non_negative", rows, "ExpectColumnValuesToBeNull", {"column": "_negative_counters"},
+              f"counters >= 0 ({', '.join(COUNTER_COLUMNS)})"),
+        Check("bronze.interval_end_after_start", rows, "ExpectColumnPairValuesAToBeGreaterThanB",
+              {"column_A": "interval_end_ms", "column_B": "interval_start_ms", "or_equal": False},
+              "interval_end_ms > interval_start_ms"),
+        Check("bronze.timestamps_in_window", new_rows.select("interval_start_ms"), "ExpectColumnValuesToBeBetween",
+              {"column": "interval_start_ms", "min_value": start_ms - lateness_ms, "max_value": end_ms + lateness_ms},
+              f"rows ingested by this run start within the window +/- {lateness_ms} ms of lateness"),
+    ]
+
+
+def overlaps(ranges: DataFrame) -> DataFrame:
+    """Ranges that start before an earlier range of the same (ip, source) ended."""
+    order = Window.partitionBy("ip", "source").orderBy("valid_from_ms", "valid_to_ms", "workload") \
+        .rowsBetween(Window.unboundedPreceding, -1)
+    to = F.coalesce("valid_to_ms", F.lit(2**62))
+    return (
+        ranges.withColumn("_prev_to", F.max(to).over(order))
+        .where(F.col("_prev_to") > F.col("valid_from_ms"))
+        .select("ip", "source", "workload", "valid_from_ms", "valid_to_ms", F.col("_prev_to").alias("previous_to_ms"))
+    )
+
+
+def ownership_suite(ranges: DataFrame) -> list[Check]:
+    """Ownership ranges about to be published."""
+    return [Check("ownership.no_overlap", overlaps(ranges), "ExpectTableRowCountToEqual", {"value": 0},
+                  "no two ranges of one ip and source overlap")]
+
+
+def silver_suite(silver: DataFrame, bronze: DataFrame, *, min_attributed_share: float) -> list[Check]:
+    """Attributed rows of a span against the bronze rows of the same span."""
+    share = silver.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(F.col("remote_attribution") != "unattributed", 1).otherwise(0)).alias("attributed"),
+    ).select("rows", "attributed", F.coalesce(F.col("attributed") / F.col("rows"), F.lit(1.0)).alias("share"))
+    dupes = silver.groupBy(*ROW_KEY).count().where(F.col("count") > 1)
+    missing = bronze.select(*ROW_KEY).join(silver.select(*ROW_KEY), on=ROW_KEY, how="left_anti")
+    return [
+        Check("silver.attributed_share", share, "ExpectColumnValuesToBeBetween",
+              {"column": "share", "min_value": min_attributed_share},
+              f"at least {min_attributed_share:.2%} of records have an attributed remote"),
+        Check("silver.no_duplicate_keys", dupes, "ExpectTableRowCountToEqual", {"value": 0},
+              "one silver row per bronze record (" + ", ".join(ROW_KEY) + ")"),
+        Check("silver.every_bronze_row", missing, "ExpectTableRowCountToEqual", {"value": 0},
+              "every bronze row of the span is in silver"),
+    ]
+
+
+def gold_expected_bytes(silver: DataFrame) -> DataFrame:
+    """Bytes gold/app_dependencies must hold for these silver rows: every outbound record,
+    and the inbound ones whose client has no sidecar (not attributed by heartbeat)."""
+    counted = silver.where((F.col("direction") == "outbound")
+                           | ((F.col("direction") == "inbound") & (F.col("remote_attribution") != "heartbeat")))
+    return counted.agg(F.coalesce(F.sum(F.col("bytes_sent") + F.col("bytes_received")), F.lit(0)).alias("b"))
+
+
+def gold_suite(gold: DataFrame, silver: DataFrame, *, end_ms: int, freshness_max_lag_ms: int) -> list[Check]:
+    """gold/app_dependencies rows of whole hours against the silver rows of the same hours."""
+    g = gold.agg(F.coalesce(F.sum(F.col("bytes_to_dst") + F.col("bytes_to_src")), F.lit(0)).alias("g"),
+                 F.max("hour_start_ms").alias("newest_hour_ms"))
+    s = gold_expected_bytes(silver)
+    rec = g.crossJoin(s).select(F.col("b").alias("silver_bytes"), F.col("g").alias("gold_bytes"),
+                                (F.col("g") - F.col("b")).alias("difference"), "newest_hour_ms")
+    lag = rec.select((F.lit(end_ms) - F.coalesce(F.col("newest_hour_ms") + HOUR_MS, F.lit(0))).alias("lag_ms"))
+    return [
+        Check("gold.bytes_reconcile", rec, "ExpectColumnValuesToBeBetween",
+              {"column": "difference", "min_value": 0, "max_value": 0},
+              "bytes in gold/app_dependencies equal the silver bytes they count"),
+        Check("gold.freshness", lag, "ExpectColumnValuesToBeBetween",
+              {"column": "lag_ms", "max_value": freshness_max_lag_ms},
+              f"the newest gold hour ends at most {freshness_max_lag_ms} ms before the window's end"),
+    ]

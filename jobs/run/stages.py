@@ -1,0 +1,131 @@
+"""The stage registry: each stage reads (Lake, Span), applies pure transforms, gates, publishes.
+
+Stages run in the order of :data:`STAGES`; ``flowlake pipeline run --stages``,
+backfill and the Airflow DAG all take them from here. A stage reads only what
+the earlier stages (of this run or of earlier runs) published: attribution
+reads the published ``silver/ip_ownership``, gold reads silver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import functions as F
+
+from flowlake.jobs.bronze import ingest
+from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS
+from flowlake.jobs.quality import suites
+from flowlake.jobs.run.context import RunContext
+from flowlake.jobs.run.gold_stage import gold_stage
+from flowlake.jobs.run.stage_names import STAGE_NAMES
+from flowlake.jobs.silver import attribute, ownership
+from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
+from flowlake.lake import (
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, RUNS,
+)
+
+OWNER_KEY = ["ip", "source"]
+OWNER_COLUMNS = ["workload", "instance_id", "kind", "region", "availability_zone"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], None]
+    needs_span: bool = True
+
+
+def ingest_stage(ctx: RunContext) -> None:
+    """New raw flow and event files into bronze (each file once; bad ones quarantined)."""
+    lookback = ctx.config.ingest.late_arrival_lookback_hours
+    flow_keys = ingest.new_flow_keys(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake, start_ms=ctx.start_ms,
+                                     end_ms=ctx.end_ms, lookback_hours=lookback)
+    ctx.echo(f"  ingest: {len(flow_keys)} new flow file(s)")
+    flows = ingest.ingest(ctx.spark, kind=KIND_FLOWS, raw_root=ctx.raw_root, lake=ctx.lake, keys=flow_keys,
+                          run_id=ctx.run_id, now_ms=ctx.now_ms,
+                          max_future_skew_ms=ctx.config.ingest.max_future_skew_ms)
+    event_keys = ingest.new_event_keys(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake)
+    events = ingest.ingest(ctx.spark, kind=KIND_EVENTS, raw_root=ctx.raw_root, lake=ctx.lake, keys=event_keys,
+                           run_id=ctx.run_id, now_ms=ctx.now_ms)
+    ctx.results["ingest"] = (flows, events)
+    ctx.counts["ingest"] = flows.rows_ingested + events.rows_ingested
+
+
+def _rows_ingested_by_run(ctx: RunContext):
+    files = (ctx.read(INGESTED_FILES)
+             .where((F.col("run_id") == ctx.run_id) & (F.col("kind") == KIND_FLOWS)
+                    & (F.col("status") == ingest.STATUS_INGESTED))
+             .select("source_file").distinct())
+    return ctx.read(BRONZE_FLOWS).join(F.broadcast(files), on="source_file", how="left_semi")
+
+
+def _bronze_checks(ctx: RunContext, window):
+    span = ctx.the_span
+    return suites.bronze_suite(window, _rows_ingested_by_run(ctx), start_ms=span.start_ms, end_ms=span.end_ms,
+                               lateness_ms=ctx.quality.lateness_ms)
+
+
+def ownership_stage(ctx: RunContext) -> None:
+    """Ownership ranges of the span, spliced into the published ranges (open holdings stay open)."""
+    span = ctx.the_span
+    evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
+    ranges, conflicts = ownership.transform(evidence, ctx.read(BRONZE_IP_EVENTS), params=ctx.config.attribution)
+    # nothing published beyond this window: holdings reaching past its end stay open
+    open_end = ctx.read(RUNS).where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
+    spliced = {}
+    for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
+                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"])):
+        stored = ctx.read(table)
+        rows = splice(touching(stored, from_ms=span.from_ms, to_ms=span.end_ms), computed, key=key, same=same,
+                      from_ms=span.from_ms, to_ms=span.end_ms, open_end=open_end)
+        spliced[table] = rows.select(*ctx.read(table).columns).localCheckpoint()
+    owned = spliced[IP_OWNERSHIP]
+    ctx.gate("ownership", lambda: _bronze_checks(ctx, ctx.read_span(BRONZE_FLOWS)) + suites.ownership_suite(owned))
+    for table, rows in spliced.items():
+        ctx.publish(rows, table, predicate=touching_predicate(from_ms=span.from_ms, to_ms=span.end_ms))
+    ctx.counts["ownership"] = owned.count()
+
+
+def attribute_stage(ctx: RunContext) -> None:
+    """Every bronze record of the span attributed against the published ownership."""
+    span = ctx.the_span
+    flows = ctx.read_span(BRONZE_FLOWS)
+    stored = ctx.read(IP_OWNERSHIP)
+    owned = stored.where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
+                         & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
+    attributed = attribute.transform(flows, owned, params=ctx.config.attribution,
+                                     known_ips=stored.select("ip")).persist()
+    ctx.gate("attribute", lambda: suites.silver_suite(attributed, flows,
+                                                      min_attributed_share=ctx.quality.min_attributed_share))
+    ctx.publish(attributed, FLOWS_ATTRIBUTED)
+    ctx.results["by_attribution"] = {r[0]: r[1] for r in attributed.groupBy("remote_attribution").count().collect()}
+    ctx.counts["attribute"] = sum(ctx.results["by_attribution"].values())
+    attributed.unpersist()
+
+
+def quality_stage(ctx: RunContext) -> None:
+    """Re-check what the earlier stages published for the span (the DAG's gate before gold)."""
+    span = ctx.the_span
+
+    def checks():
+        bronze = ctx.read_span(BRONZE_FLOWS)
+        owned = touching(ctx.read(IP_OWNERSHIP), from_ms=span.from_ms, to_ms=span.end_ms)
+        silver = ctx.read_span(FLOWS_ATTRIBUTED)
+        return (_bronze_checks(ctx, bronze) + suites.ownership_suite(owned)
+                + suites.silver_suite(silver, bronze, min_attributed_share=ctx.quality.min_attributed_share))
+
+    if not ctx.quality.enabled:
+        ctx.echo("  quality: the gates are turned off (conf/quality.yaml enabled: false): nothing checked")
+    ctx.gate("quality", checks)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", ingest_stage, needs_span=False),
+    Stage("ownership", ownership_stage),
+    Stage("attribute", attribute_stage),
+    Stage("quality", quality_stage),
+    Stage("gold", gold_stage),
+)
+assert tuple(s.name for s in STAGES) == STAGE_NAMES, "jobs/run/stage_names.py and the registry disagree"
+BY_NAME = {s.name: s for s in STAGES}
