@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+
+import pyarrow.parquet as pq
 
 import yaml
 
@@ -99,11 +102,16 @@ def test_boundaries_flush_and_restart_continue_the_sequence(tmp_path):
     rows = read_records(tmp_path / "raw")
     assert [(r["interval_start_ms"], r["interval_end_ms"], r["bytes_sent"]) for r in rows] == [
         (1_764_000_003_000, 1_764_000_010_000, 100), (1_764_000_010_000, 1_764_000_014_500, 5)]
-    side2, _, _, _ = make(tmp_path)
+    side2, probe2, _, _ = make(tmp_path)
     side2.start()
+    probe2.close_connection(80, 9)
     side2.shutdown()
-    seqs = sorted(int(p.name.split("-")[1].split(".")[0]) for p in (tmp_path / "raw").rglob("*.parquet"))
+    files = sorted((tmp_path / "raw").rglob("*.parquet"))
+    seqs = sorted(int(p.name.split("-")[1].split(".")[0]) for p in files)
     assert seqs == [1, 2]  # the restarted sidecar continues the file sequence: keys never repeat
+    metas = sorted((json.loads(pq.ParquetFile(p).schema_arrow.metadata[b"flowlake.capture"]) for p in files),
+                   key=lambda m: m["seq"])
+    assert [m["run_id"] for m in metas] == [side.run_id, side2.run_id] and side.run_id != side2.run_id
 
 
 def test_hot_reload_of_safe_settings(tmp_path, caplog):
