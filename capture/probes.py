@@ -90,6 +90,16 @@ class KernelProbe:
         self._cgroup_fd = os.open(self._cgroup_path, os.O_RDONLY)
         self._bcc.BPF.attach_func(self._fn, self._cgroup_fd, self._bcc.BPFAttachType.CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI)
 
+    def detach_stale(self, prog_id: int) -> bool:
+        """Detach program ``prog_id`` left attached by a killed sidecar; True when one was detached.
+
+        A cgroup program attached with BPF_PROG_ATTACH stays attached when its
+        process dies without detaching (SIGKILL, OOM kill): it would count
+        into maps nobody reads, for ever. Only a program named like ours is
+        touched, so a recycled id is left alone.
+        """
+        return detach_stale_program(prog_id=prog_id, cgroup_path=self._cgroup_path, name=b"flowlake_sockops")
+
     def detach(self) -> None:
         if self._cgroup_fd is None:
             return
@@ -197,6 +207,59 @@ def release_compiler_memory() -> int:
             if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
                 advised += end - start
     return advised
+
+
+SYS_BPF = 321
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_CGROUP_SOCK_OPS = 3
+_PROG_NAME_OFF = 64  # offsetof(struct bpf_prog_info, name), uapi
+
+
+def _bpf(cmd: int, attr) -> int:
+    import ctypes.util  # noqa: PLC0415
+
+    libc = ct.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    res = libc.syscall(SYS_BPF, cmd, attr, ct.sizeof(attr))
+    if res < 0:
+        err = ct.get_errno()
+        raise OSError(err, os.strerror(err))
+    return res
+
+
+def detach_stale_program(*, prog_id: int, cgroup_path: str, name: bytes) -> bool:
+    """Detach sock_ops program ``prog_id`` from ``cgroup_path`` if it exists and is named ``name``."""
+    attr = (ct.c_uint32 * 4)(prog_id, 0, 0, 0)
+    try:
+        fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr)
+    except OSError:
+        return False  # gone already
+    try:
+        info = _prog_info_raw(fd)
+        if bytes(info[_PROG_NAME_OFF:_PROG_NAME_OFF + 16]).rstrip(b"\0") != name[:15]:
+            return False
+        cg = os.open(cgroup_path, os.O_RDONLY)
+        try:
+            _bpf(BPF_PROG_DETACH, (ct.c_uint32 * 4)(cg, fd, BPF_CGROUP_SOCK_OPS, 0))
+        except OSError:
+            return False  # not attached there
+        finally:
+            os.close(cg)
+        log.warning("detached flow program %d left attached to %s by a sidecar that did not stop cleanly",
+                    prog_id, cgroup_path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _prog_info_raw(fd: int):
+    info = (ct.c_uint8 * 256)()
+    attr = (ct.c_uint8 * 16)()
+    ct.memmove(attr, ct.byref(ct.c_uint32(fd)), 4)
+    ct.memmove(ct.byref(attr, 4), ct.byref(ct.c_uint32(256)), 4)
+    ct.memmove(ct.byref(attr, 8), ct.byref(ct.c_uint64(ct.addressof(info))), 8)
+    _bpf(15, attr)  # BPF_OBJ_GET_INFO_BY_FD
+    return info
 
 
 def _prog_info(fd: int) -> tuple[int, int, int]:

@@ -147,7 +147,9 @@ class Sidecar:
         self.interval_start_ms = self._now_ms()
         self.aggregator.begin(gen=self.gen, start_ms=self.interval_start_ms)
         self.probe.set_generation(self.gen)
+        self._detach_stale_program()
         self.probe.attach()
+        self._write_prog_id()
         sockets, listening = self.diag.dump()
         adopted = self.aggregator.adopt_existing(sockets, listening=listening, conn_lookup=self.probe.lookup_conn)
         self.next_boundary_s = self._next_boundary(self.clock())
@@ -158,6 +160,21 @@ class Sidecar:
         self._update_metrics()
         log.info("capture started: instance %s, run %s, interval %ss, %d open connection(s) adopted, sink %s",
                  cfg.identity.instance_id, self.run_id, cfg.interval_s, adopted, self.sink.describe())
+
+    def _detach_stale_program(self) -> None:
+        """A killed predecessor on this state_dir may have left its program attached: detach it."""
+        path = self.state_dir / "prog_id"
+        try:
+            prev = int(path.read_text())
+        except (OSError, ValueError):
+            return
+        self.probe.detach_stale(prev)
+
+    def _write_prog_id(self) -> None:
+        path = self.state_dir / "prog_id"
+        tmp = path.with_name("prog_id.tmp")
+        tmp.write_text(str(self.probe.prog_id))
+        os.replace(tmp, path)
 
     def _recover_open_stage(self) -> None:
         """Write the interval a killed run had staged (its closes up to the last stage) as an interval."""
