@@ -97,6 +97,9 @@ class KernelConfig(BaseModel):
     ringbuf_pages: int = Field(default=64, ge=1)
     cgroup_path: str = "/sys/fs/cgroup/unified"
     netns_dirs: list[str] = Field(default_factory=lambda: ["/run/netns"])
+    # Compile with BCC in a short-lived child and drive the handed-over fds with plain
+    # syscalls: the sidecar never maps LLVM (peak RSS). false = compile in-process.
+    compile_in_child: bool = True
 
     @field_validator("ringbuf_pages")
     @classmethod

@@ -50,6 +50,32 @@ def import_bcc():
     return bcc
 
 
+def build_cflags(src: Path, *, max_conns: int, max_flows: int, ringbuf_pages: int) -> list[str]:
+    """Compiler flags: map sizes are -D flags, never text substitution."""
+    return [
+        f"-I{src}",
+        f"-DFLOWLAKE_MAX_CONNS={int(max_conns)}",
+        f"-DFLOWLAKE_MAX_FLOWS={int(max_flows)}",
+        f"-DFLOWLAKE_RINGBUF_PAGES={int(ringbuf_pages)}",
+    ]
+
+
+def check_layouts(bpf) -> None:
+    """Fail loudly when bpf/flow.h and capture/decode.py disagree."""
+    for name, py_type, table in (
+        ("struct flow_key", FlowKey, bpf[b"flows0"].Key),
+        ("struct flow_agg", FlowAgg, bpf[b"flows0"].Leaf),
+        ("struct conn_info", ConnInfo, bpf[b"conns"].Leaf),
+    ):
+        check_layout(name=name, python_type=py_type, kernel_size=ct.sizeof(table))
+
+
+def make_probe(*, max_conns: int, max_flows: int, ringbuf_pages: int, cgroup_path: str, compile_in_child: bool):
+    """The kernel side: compiled in a short-lived child (small RSS) or in this process."""
+    cls = ChildCompiledProbe if compile_in_child else KernelProbe
+    return cls(max_conns=max_conns, max_flows=max_flows, ringbuf_pages=ringbuf_pages, cgroup_path=cgroup_path)
+
+
 class KernelProbe:
     """The loaded flow program: generation control, flow maps, close events, drop counters."""
 
@@ -58,20 +84,10 @@ class KernelProbe:
         src = bpf_source_dir()
         if not (src / "flow.bpf.c").is_file():
             raise FileNotFoundError(f"{src}/flow.bpf.c not found: set FLOWLAKE_BPF_DIR to the repo's bpf/ folder")
-        cflags = [
-            f"-I{src}",
-            f"-DFLOWLAKE_MAX_CONNS={int(max_conns)}",
-            f"-DFLOWLAKE_MAX_FLOWS={int(max_flows)}",
-            f"-DFLOWLAKE_RINGBUF_PAGES={int(ringbuf_pages)}",
-        ]
+        cflags = build_cflags(src, max_conns=max_conns, max_flows=max_flows, ringbuf_pages=ringbuf_pages)
         self._bcc = bcc
         self.bpf = bcc.BPF(src_file=str(src / "flow.bpf.c").encode(), cflags=cflags)
-        for name, py_type, table in (
-            ("struct flow_key", FlowKey, self.bpf[b"flows0"].Key),
-            ("struct flow_agg", FlowAgg, self.bpf[b"flows0"].Leaf),
-            ("struct conn_info", ConnInfo, self.bpf[b"conns"].Leaf),
-        ):
-            check_layout(name=name, python_type=py_type, kernel_size=ct.sizeof(table))
+        check_layouts(self.bpf)
         self._fn = self.bpf.load_func(b"flowlake_sockops", bcc.BPF.SOCK_OPS)
         release_compiler_memory()
         self._cgroup_fd: int | None = None
@@ -291,3 +307,108 @@ def prog_run_stats(fd: int) -> tuple[int, int]:
 
 # offsetof(struct bpf_prog_info, run_time_ns) in the uapi (stable, append-only); run_cnt follows.
 _RUN_TIME_NS_OFF = 192
+
+
+class ChildCompiledProbe:
+    """The same kernel side as KernelProbe, compiled by a child process; no BCC or LLVM in this one.
+
+    The child (capture/compile_child.py) hands over the loaded program and map
+    file descriptors; maps, the ring buffer and attachment go through plain
+    system calls (capture/bpfsys.py).
+    """
+
+    def __init__(self, *, max_conns: int, max_flows: int, ringbuf_pages: int, cgroup_path: str) -> None:
+        from . import bpfsys, compile_child  # noqa: PLC0415
+
+        self._sys = bpfsys
+        desc, fds = compile_child.receive(max_conns=max_conns, max_flows=max_flows, ringbuf_pages=ringbuf_pages)
+        self._fds = fds
+        self._prog_fd = fds["flowlake_sockops"]
+        maps = desc["maps"]
+        self._maps = {name: bpfsys.RawMap(fd=fds[name], key_size=m["key_size"], value_size=m["value_size"],
+                                          percpu=m["percpu"]) for name, m in maps.items() if not m.get("ringbuf")}
+        self._ringbuf_size = maps["events"]["data_size"]
+        self._tp_fd = bpfsys.attach_tracepoint(prog_fd=fds["tcp_receive_reset"], category="tcp",
+                                               event="tcp_receive_reset")
+        self._cgroup_fd: int | None = None
+        self._cgroup_path = cgroup_path
+        self._ring = None
+        self.events_decoded = 0
+
+    def attach(self) -> None:
+        if not Path(self._cgroup_path).is_dir():
+            raise FileNotFoundError(
+                f"cgroup v2 not found at {self._cgroup_path}: mount it "
+                "(mount -t cgroup2 none /sys/fs/cgroup/unified) or set kernel.cgroup_path"
+            )
+        self._cgroup_fd = os.open(self._cgroup_path, os.O_RDONLY)
+        self._sys.cgroup_attach(prog_fd=self._prog_fd, cgroup_fd=self._cgroup_fd)
+
+    def detach_stale(self, prog_id: int) -> bool:
+        return detach_stale_program(prog_id=prog_id, cgroup_path=self._cgroup_path, name=b"flowlake_sockops")
+
+    def detach(self) -> None:
+        if self._cgroup_fd is None:
+            return
+        try:
+            self._sys.cgroup_detach(prog_fd=self._prog_fd, cgroup_fd=self._cgroup_fd)
+        finally:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = None
+
+    def close(self) -> None:
+        self.detach()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._tp_fd is not None:
+            os.close(self._tp_fd)
+            self._tp_fd = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    @property
+    def prog_id(self) -> int:
+        return _prog_info(self._prog_fd)[0]
+
+    def set_generation(self, gen: int) -> None:
+        self._maps["ctl"].update(CTL_GEN.to_bytes(4, "little"), (gen & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def drain_flows(self, *, gen: int) -> list[KernelFlow]:
+        table = self._maps["flows1" if gen & 1 else "flows0"]
+        items = [(FlowKey.from_buffer_copy(k), FlowAgg.from_buffer_copy(v)) for k, v in table.items()]
+        for key, _ in items:
+            table.delete(bytes(key))
+        return [decode_flow(k, v) for k, v in items]
+
+    def lookup_conn(self, cookie: int) -> ConnInfo | None:
+        raw = self._maps["conns"].lookup(cookie.to_bytes(8, "little"))
+        return ConnInfo.from_buffer_copy(raw) if raw is not None else None
+
+    def drops(self) -> dict[str, int]:
+        table = self._maps["drops"]
+        return {name: table.lookup_percpu_u64_sum(slot.to_bytes(4, "little")) for slot, name in DROP_NAMES.items()}
+
+    def stats(self) -> dict[str, int]:
+        table = self._maps["stats"]
+        names = ("established", "closed_in_kernel", "close_events")
+        return {name: table.lookup_percpu_u64_sum(i.to_bytes(4, "little")) for i, name in enumerate(names)}
+
+    def open_events(self, handler: Callable[[CloseEvent], None]) -> None:
+        size = ct.sizeof(FlowEvent)
+
+        def _cb(raw: bytes) -> None:
+            if len(raw) != size:
+                raise RuntimeError(f"close event of {len(raw)} bytes, capture/decode.py expects {size}: "
+                                   "update bpf/flow.h and decode.py together")
+            self.events_decoded += 1
+            handler(decode_event(raw))
+
+        self._ring = self._sys.RingBufReader(fd=self._fds["events"], data_size=self._ringbuf_size, handler=_cb)
+
+    def poll_events(self, *, timeout_ms: int) -> None:
+        self._ring.poll(timeout_ms)
+
+    def consume_events(self) -> None:
+        self._ring.consume()

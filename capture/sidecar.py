@@ -136,11 +136,11 @@ class Sidecar:
         if self._probe_factory is not None:
             self.probe = self._probe_factory()
         else:
-            from .probes import KernelProbe  # noqa: PLC0415 - needs BCC
+            from .probes import make_probe  # noqa: PLC0415
 
             k = cfg.kernel
-            self.probe = KernelProbe(max_conns=k.max_conns, max_flows=k.max_flows, ringbuf_pages=k.ringbuf_pages,
-                                     cgroup_path=k.cgroup_path)
+            self.probe = make_probe(max_conns=k.max_conns, max_flows=k.max_flows, ringbuf_pages=k.ringbuf_pages,
+                                    cgroup_path=k.cgroup_path, compile_in_child=k.compile_in_child)
         self.diag = self._diag_factory()
         self.probe.open_events(self._on_event)
         self.gen = self.interval_gen = 1
