@@ -116,7 +116,7 @@ class Sidecar:
             seq=SequenceCounter(path=self.state_dir / "seq"), intervals_per_file=cfg.rolling.intervals_per_file,
             max_file_records=cfg.rolling.max_file_records, run_id=self.run_id,
         )
-        self._recover_open_stage()
+        staged_state = self._recover_open_stage()
         recovered = self.writer.close_file()  # intervals staged before a crash
         if recovered:
             log.info("recovered %d staged file(s) from a previous run", len(recovered))
@@ -128,7 +128,9 @@ class Sidecar:
         if cfg.identity.local_dir:
             self.identity_source = LocalIdentitySource(directory=cfg.identity.local_dir)
             self.aggregator.local_workloads = self.identity_source.load()
-        if self.state_file.is_file():
+        if staged_state is not None:  # newer than connections.json: the stage's snapshot reported up to it
+            self.aggregator.load_state(staged_state)
+        elif self.state_file.is_file():
             try:
                 self.aggregator.load_state(json.loads(self.state_file.read_text()))
             except (ValueError, KeyError) as exc:
@@ -176,24 +178,30 @@ class Sidecar:
         tmp.write_text(str(self.probe.prog_id))
         os.replace(tmp, path)
 
-    def _recover_open_stage(self) -> None:
-        """Write the interval a killed run had staged (its closes up to the last stage) as an interval."""
+    def _recover_open_stage(self) -> dict | None:
+        """Write the interval a killed run had staged (everything up to its last stage) as an interval.
+
+        Returns the open-connection state saved with that stage (None when nothing was recovered).
+        """
         path = self.open_stage_file
         if not path.is_file():
-            return
+            return None
         try:
             table = pq.read_table(path)
             meta = json.loads(table.schema.metadata[OPEN_STAGE_META_KEY])
             start_ms = int(meta["interval_start_ms"])
+            state = meta["state"]
+            if state.get("version") != 1:
+                raise ValueError(f"state version {state.get('version')!r}")
         except Exception as exc:  # noqa: BLE001 - a damaged stage must not stop capture
             bad = path.with_name(path.name + ".bad")
             os.replace(path, bad)
             log.error("staged open interval %s unreadable, moved to %s: %s", path, bad, exc)
-            return
+            return None
         last = self.writer.last_interval_start_ms
         if last is not None and start_ms <= last:  # the interval was written before the stop
             path.unlink()
-            return
+            return None
         records = table.replace_schema_metadata(None).to_pylist()
         self.writer.add_interval(records, interval_start_ms=start_ms, drops=meta.get("drops", {}))
         path.unlink()
@@ -201,6 +209,7 @@ class Sidecar:
         log.warning("recovered the interval open when run %s stopped without flushing: %d record(s) staged at %d "
                     "(closes after that were not recorded)", meta.get("run_id"), len(records),
                     int(meta.get("staged_ms", 0)))
+        return state
 
     def _on_event(self, ev) -> None:
         self.metrics.close_events.inc()
@@ -286,10 +295,12 @@ class Sidecar:
 
     # -- staging ---------------------------------------------------------------------
     def stage_open_interval(self) -> None:
-        """Switch to a new kernel generation within the interval and stage what closed so far to disk.
+        """Switch to a new kernel generation within the interval and stage the interval so far to disk.
 
-        After a SIGKILL the next start writes the staged part as the interval
-        (``_recover_open_stage``): only closes since the last stage are lost.
+        The stage holds the closes so far and the open connections' shares up
+        to now (a sock_diag snapshot), with the open-connection state that goes
+        with them. After a SIGKILL the next start writes the stage as the
+        interval and continues from its state (``_recover_open_stage``).
         """
         staged_ms = self._now_ms()
         old_gen, new_gen = self.gen, self.gen + 1
@@ -299,9 +310,13 @@ class Sidecar:
         time.sleep(BOUNDARY_GRACE_S)
         self.probe.consume_events()
         self.aggregator.add_kernel_flows(self.probe.drain_flows(gen=old_gen))
+        # open connections' share so far too, so the saved state and the stage agree
+        sockets, listening = self.diag.dump()
+        self.aggregator.add_snapshot(gen=old_gen, sockets=sockets, listening=listening,
+                                     conn_lookup=self.probe.lookup_conn)
         records = self.aggregator.peek(gen=self.interval_gen, end_ms=staged_ms)
         meta = {"run_id": self.run_id, "interval_start_ms": self.interval_start_ms, "staged_ms": staged_ms,
-                "drops": self._drops_since_last(take=False)}
+                "drops": self._drops_since_last(take=False), "state": self.aggregator.state()}
         table = records_table(records)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                OPEN_STAGE_META_KEY: json.dumps(meta).encode()})
@@ -329,11 +344,11 @@ class Sidecar:
         records = self.aggregator.end(gen=old_gen, end_ms=end_ms)
         keys = self.writer.add_interval(records, interval_start_ms=self.interval_start_ms,
                                         drops=self._drops_since_last(take=True))
-        self._clear_stage()
         self.gen = self.interval_gen = new_gen
         self.interval_start_ms = end_ms
         self.metrics.intervals.inc()
         self.save_state()
+        self._clear_stage()  # after the state: a stage is never the only record of what was reported
         log.debug("interval gen %d closed: %d records", old_gen, len(records))
         return keys
 

@@ -66,17 +66,23 @@ def test_full_kernel_map_drops_are_in_the_files_and_a_restart_continues_seq(tmp_
 
 
 def test_sigkill_loses_at_most_the_last_stage(tmp_path, netns_pair):
-    """A 30 s interval, stage_s = 1: SIGKILL 2.5 s after the closes; the restart writes them, exactly."""
+    """A 30 s interval, stage_s = 1: SIGKILL 2.5 s after the closes; the restart writes them, exactly.
+
+    Edge case: a connection opened after the last boundary stays open across the kill: its
+    bytes before the last stage come from the stage, the rest after the restart: exact totals."""
     client_ip, server_ip = netns_pair.v4
     plan = [{"port": 7900 + i, "up": 1000 * (i + 1), "down": 7 + i, "server_closes_first": bool(i % 2)}
             for i in range(5)]
     config = write_config(tmp_path, capture_config(tmp_path, interval_s=30.0, stage_s=1.0))
     log = tmp_path / "sidecar.log"
+    long_item = {"port": 7910, "up": 900_000, "down": 321, "server_closes_first": False}
     first = _start_sidecar_process(config, log)
     try:
-        server = netns_pair.start_server(server_ip, plan)
+        server = netns_pair.start_server(server_ip, [long_item, *plan])
+        # opened after the last boundary, open across the kill and the restart
+        long_client = netns_pair.exec(netns_pair.c, sys.executable, str(TRAFFIC), "client", server_ip,
+                                      json.dumps([long_item]), "0.5", "16")
         netns_pair.run_client(server_ip, plan)
-        server.wait(timeout=30)
         closed_ms = int(time.time() * 1000)
         time.sleep(2.5)  # > stage_s + one loop pass: the closes are staged
         first.send_signal(signal.SIGKILL)
@@ -89,6 +95,9 @@ def test_sigkill_loses_at_most_the_last_stage(tmp_path, netns_pair):
     second = _start_sidecar_process(config, log)
     try:
         assert "recovered the interval open when run" in log.read_text()
+        _, err = long_client.communicate(timeout=60)
+        assert long_client.returncode == 0, err
+        server.wait(timeout=30)
         # the killed run's program was detached by the restart (else it would count for ever)
         assert not detach_stale_program(prog_id=old_prog, cgroup_path=str(CGROOT), name=b"flowlake_sockops")
     finally:
@@ -96,11 +105,12 @@ def test_sigkill_loses_at_most_the_last_stage(tmp_path, netns_pair):
         assert second.wait(timeout=60) == 0, log.read_text()
     rows = records_for(read_records(tmp_path / "raw"), local_ip=client_ip, remote_ip=server_ip)
     out = summed(rows, KEY)
-    for item in plan:
+    for item in [*plan, long_item]:
         rec = out[("outbound", client_ip, 0, server_ip, item["port"])]
         assert (rec["connections_opened"], rec["connections_closed"], rec["bytes_sent"], rec["bytes_received"]) == (
             1, 1, item["up"], item["down"]), (item, rec)
-    assert all(closed_ms <= r["interval_end_ms"] <= killed_ms for r in rows), "the staged interval ends at its stage"
+    staged = [r for r in rows if r["remote_port"] != long_item["port"]]
+    assert all(closed_ms <= r["interval_end_ms"] <= killed_ms for r in staged), "the staged interval ends at its stage"
 
 
 def _in_cgroup(cgroup: Path, args: list[str]) -> subprocess.Popen:
