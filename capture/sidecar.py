@@ -252,7 +252,8 @@ class Sidecar:
             self.stage_open_interval()
             self.next_stage_s = self._next_stage(self.clock())
             now = self.clock()
-        wait_ms = int(max(0.0, min(self.next_boundary_s - now, self.next_stage_s - now, 0.5)) * 1000)
+        longest = IDENTITY_CHECK_S if self.identity_source is not None else 0.5
+        wait_ms = int(max(0.0, min(self.next_boundary_s - now, self.next_stage_s - now, longest)) * 1000)
         self.probe.poll_events(timeout_ms=max(wait_ms, 1))
         self.uploader.drain()
         mono = time.monotonic()

@@ -154,13 +154,17 @@ def test_two_containers_on_one_host_sidecar_carry_their_own_workload(tmp_path):
             assert client.wait(timeout=30) == 0, client.stderr.read()
             server.wait(timeout=30)
 
-        with ThreadedSidecar(write_config(tmp_path, cfg)):
+        with ThreadedSidecar(write_config(tmp_path, cfg)) as side:
             talk(pa_, cg_a, a_srv, 7950, 111)
             talk(pb, cg_b, b_srv, 7951, 222)
             change_ms = int(time.time() * 1000)
             _write_identity(ident, "beta", None)  # beta stops
             _write_identity(ident, "alpha", {"workload": "alpha", "ips": [b_ip], "cgroup": str(cg_a)})
-            time.sleep(0.6)  # > the identity check period
+            deadline = time.monotonic() + 10  # checked every 0.25 s; a loaded CI host may be slower
+            while side.sidecar.aggregator.local_workloads.get(b_ip) != "alpha" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert side.sidecar.aggregator.local_workloads == {b_ip: "alpha"}
+            applied_s = time.monotonic() - deadline + 10
             talk(pb, cg_a, b_srv, 7952, 333)  # alpha, now on beta's old IP
             time.sleep(1.3)
         rows = read_records(tmp_path / "raw")
@@ -170,13 +174,26 @@ def test_two_containers_on_one_host_sidecar_carry_their_own_workload(tmp_path):
         for cg in (cg_a, cg_b):
             if cg.is_dir():
                 cg.rmdir()
-    by_port = {r["remote_port"]: r for r in rows if r["direction"] == "outbound" and r["remote_port"] in (7950, 7951, 7952)}
-    assert (by_port[7950]["local_ip"], by_port[7950]["local_workload"], by_port[7950]["bytes_sent"]) == (a_ip, "alpha", 111)
-    assert (by_port[7951]["local_ip"], by_port[7951]["local_workload"], by_port[7951]["bytes_sent"]) == (b_ip, "beta", 222)
-    assert (by_port[7952]["local_ip"], by_port[7952]["local_workload"], by_port[7952]["bytes_sent"]) == (b_ip, "alpha", 333)
+    by_port: dict[int, dict] = {}  # a connection can straddle a boundary: sum its rows
+    for r in rows:
+        if r["direction"] == "outbound" and r["remote_port"] in (7950, 7951, 7952):
+            acc = by_port.setdefault(r["remote_port"], {"ips": set(), "workloads": set(), "bytes_sent": 0,
+                                                        "start": r["interval_start_ms"], "end": 0})
+            acc["ips"].add(r["local_ip"])
+            acc["workloads"].add(r["local_workload"])
+            acc["bytes_sent"] += r["bytes_sent"]
+            acc["start"] = min(acc["start"], r["interval_start_ms"])
+            acc["end"] = max(acc["end"], r["interval_end_ms"])
+    view = {port: (a["ips"], a["workloads"]) for port, a in by_port.items()}
+    assert view == {7950: ({a_ip}, {"alpha"}), 7951: ({b_ip}, {"beta"}), 7952: ({b_ip}, {"alpha"})}
+    # bytes: exact in almost every run; once in ~10 runs on a host at load ~11 one connection
+    # closed in the kernel had its FIN byte counted (334 for 333; see the capture report)
+    sent = {port: a["bytes_sent"] for port, a in by_port.items()}
+    assert all(0 <= sent[p] - want <= 1 for p, want in ((7950, 111), (7951, 222), (7952, 333))), sent
     assert all(r["instance_id"] == "test-host" for r in rows), "instance_id still names the host"
     # the change splits the interval: beta's record ends by it, alpha's on that IP starts after it
-    assert by_port[7951]["interval_end_ms"] <= by_port[7952]["interval_start_ms"]
-    assert by_port[7952]["interval_start_ms"] >= change_ms
+    assert by_port[7951]["end"] <= by_port[7952]["start"]
+    assert by_port[7952]["start"] >= change_ms
+    assert applied_s < 2.0, f"the change took {applied_s:.2f} s to apply"
     # servers' IPs are in no identity file: the host's workload
     assert {r["local_workload"] for r in rows if r["direction"] == "inbound" and r["local_port"] in (7950, 7951, 7952)} == {"tests"}
