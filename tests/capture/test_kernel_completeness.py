@@ -194,6 +194,6 @@ def test_two_containers_on_one_host_sidecar_carry_their_own_workload(tmp_path):
     # the change splits the interval: beta's record ends by it, alpha's on that IP starts after it
     assert by_port[7951]["end"] <= by_port[7952]["start"]
     assert by_port[7952]["start"] >= change_ms
-    assert applied_s < 2.0, f"the change took {applied_s:.2f} s to apply"
+    assert applied_s < 5.0, f"the change took {applied_s:.2f} s to apply"  # 0.25 s checks; fsyncs on a loaded host
     # servers' IPs are in no identity file: the host's workload
     assert {r["local_workload"] for r in rows if r["direction"] == "inbound" and r["local_port"] in (7950, 7951, 7952)} == {"tests"}
