@@ -136,9 +136,6 @@ class RollingWriter:
     def add_interval(self, records: list[dict], *, interval_start_ms: int,
                      drops: dict[str, int] | None = None) -> list[str]:
         """Stage one interval's records (and the drops counted in it); returns the keys of files closed."""
-        part = self.staging_dir / f"part-{interval_start_ms:015d}.parquet"
-        if records:
-            write_parquet_atomic(table=records_table(records), path=part)
         meta = self._meta()
         meta["batch"] = meta.get("batch", 0) + 1
         meta["records"] = meta.get("records", 0) + len(records)
@@ -147,9 +144,13 @@ class RollingWriter:
         for reason, count in (drops or {}).items():
             pending[reason] = pending.get(reason, 0) + int(count)
         meta["last_interval_start_ms"] = interval_start_ms
-        self._write_meta(meta)
         if meta["batch"] >= self.intervals_per_file or meta["records"] >= self.max_file_records:
-            return self.close_file()
+            # closes the file now: the interval goes straight in, not through a part
+            return self._close(meta, records_table(records) if records else None)
+        if records:
+            write_parquet_atomic(table=records_table(records),
+                                 path=self.staging_dir / f"part-{interval_start_ms:015d}.parquet")
+        self._write_meta(meta)
         return []
 
     def close_file(self) -> list[str]:
@@ -158,14 +159,14 @@ class RollingWriter:
         No file is written while no record is staged; the intervals and drops
         seen so far then wait for the next file.
         """
+        return self._close(self._meta(), None)
+
+    def _close(self, meta: dict, extra: pa.Table | None) -> list[str]:
         parts = self._parts()
-        meta = self._meta()
         carry = {k: meta[k] for k in ("drops", "last_interval_start_ms") if k in meta} | {"intervals": _interval_list(meta)}
-        if not parts:
-            self._write_meta(carry)
-            return []
-        table = pa.concat_tables([pq.read_table(p) for p in parts]).cast(RAW_FLOW_SCHEMA)
-        if table.num_rows == 0:  # parts of an older version may be empty
+        tables = [pq.read_table(p) for p in parts] + ([extra] if extra is not None else [])
+        table = pa.concat_tables(tables).cast(RAW_FLOW_SCHEMA) if tables else None
+        if table is None or table.num_rows == 0:  # (parts of an older version may be empty)
             for p in parts:
                 p.unlink()
             self._write_meta(carry)
