@@ -1,5 +1,7 @@
 """Compile and load bpf/flow.bpf.c with BCC in a short-lived child, hand the fds to the parent.
 
+Standard library and BCC only (no pyarrow): the child's peak is the compile's.
+
 BCC compiles with LLVM/clang in-process, which costs about 190 MB of RSS at
 its peak. Run here, that peak belongs to a child that exits right after; the
 sidecar receives the loaded program and map file descriptors over a Unix
@@ -17,6 +19,9 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
 # name -> (percpu, ringbuf)
 MAPS = {"conns": (False, False), "flows0": (False, False), "flows1": (False, False), "ctl": (False, False),
@@ -24,14 +29,38 @@ MAPS = {"conns": (False, False), "flows0": (False, False), "flows1": (False, Fal
 TRACEPOINT_FN = b"tracepoint__tcp__tcp_receive_reset"
 
 
-def compile_and_send(sock: socket.socket, *, max_conns: int, max_flows: int, ringbuf_pages: int) -> None:
-    from .probes import bpf_source_dir, build_cflags, check_layouts, import_bcc  # noqa: PLC0415
+def bpf_source_dir() -> Path:
+    """Folder holding flow.bpf.c and flow.h ($FLOWLAKE_BPF_DIR overrides)."""
+    return Path(os.environ.get("FLOWLAKE_BPF_DIR", BPF_DIR))
 
+
+def import_bcc():
+    """Import BCC or raise an error saying how to install it."""
+    try:
+        import bcc  # noqa: PLC0415
+    except ImportError as exc:
+        raise RuntimeError(
+            "BCC is not importable: run `sudo bash scripts/setup-capture.sh` "
+            f"(installs python3-bpfcc and links it into the venv) ({exc})"
+        ) from None
+    return bcc
+
+
+def build_cflags(src: Path, *, max_conns: int, max_flows: int, ringbuf_pages: int) -> list[str]:
+    """Compiler flags: map sizes are -D flags, never text substitution."""
+    return [
+        f"-I{src}",
+        f"-DFLOWLAKE_MAX_CONNS={int(max_conns)}",
+        f"-DFLOWLAKE_MAX_FLOWS={int(max_flows)}",
+        f"-DFLOWLAKE_RINGBUF_PAGES={int(ringbuf_pages)}",
+    ]
+
+
+def compile_and_send(sock: socket.socket, *, max_conns: int, max_flows: int, ringbuf_pages: int) -> None:
     bcc = import_bcc()
     src = bpf_source_dir()
     b = bcc.BPF(src_file=str(src / "flow.bpf.c").encode(),
                 cflags=build_cflags(src, max_conns=max_conns, max_flows=max_flows, ringbuf_pages=ringbuf_pages))
-    check_layouts(b)
     sockops = b.load_func(b"flowlake_sockops", bcc.BPF.SOCK_OPS)
     tp = b.load_func(TRACEPOINT_FN, bcc.BPF.TRACEPOINT)
     fds, desc = [sockops.fd, tp.fd], {"progs": ["flowlake_sockops", "tcp_receive_reset"], "maps": {}}

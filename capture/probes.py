@@ -26,38 +26,12 @@ from .decode import (
     DROP_NAMES,
 )
 
+from .compile_child import bpf_source_dir, build_cflags, import_bcc  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_F_ALLOW_MULTI = 2
 CTL_GEN = 0
-
-
-def bpf_source_dir() -> Path:
-    """Folder holding flow.bpf.c and flow.h ($FLOWLAKE_BPF_DIR overrides)."""
-    return Path(os.environ.get("FLOWLAKE_BPF_DIR", BPF_DIR))
-
-
-def import_bcc():
-    """Import BCC or raise an error saying how to install it."""
-    try:
-        import bcc  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeError(
-            "BCC is not importable: run `sudo bash scripts/setup-capture.sh` "
-            f"(installs python3-bpfcc and links it into the venv) ({exc})"
-        ) from None
-    return bcc
-
-
-def build_cflags(src: Path, *, max_conns: int, max_flows: int, ringbuf_pages: int) -> list[str]:
-    """Compiler flags: map sizes are -D flags, never text substitution."""
-    return [
-        f"-I{src}",
-        f"-DFLOWLAKE_MAX_CONNS={int(max_conns)}",
-        f"-DFLOWLAKE_MAX_FLOWS={int(max_flows)}",
-        f"-DFLOWLAKE_RINGBUF_PAGES={int(ringbuf_pages)}",
-    ]
 
 
 def check_layouts(bpf) -> None:
@@ -325,6 +299,10 @@ class ChildCompiledProbe:
         self._fds = fds
         self._prog_fd = fds["flowlake_sockops"]
         maps = desc["maps"]
+        for name, py_type, size in (("struct flow_key", FlowKey, maps["flows0"]["key_size"]),
+                                    ("struct flow_agg", FlowAgg, maps["flows0"]["value_size"]),
+                                    ("struct conn_info", ConnInfo, maps["conns"]["value_size"])):
+            check_layout(name=name, python_type=py_type, kernel_size=size)
         self._maps = {name: bpfsys.RawMap(fd=fds[name], key_size=m["key_size"], value_size=m["value_size"],
                                           percpu=m["percpu"]) for name, m in maps.items() if not m.get("ringbuf")}
         self._ringbuf_size = maps["events"]["data_size"]
