@@ -3,9 +3,13 @@
 Lifecycle: ``start`` recovers what a previous run left (staged intervals,
 spooled files, open-connection state), attaches the kernel program and
 adopts open connections; ``run`` closes an interval at every boundary,
-drains the spool and hot-reloads safe settings; SIGTERM/SIGINT make it
-flush the open interval, close the file, try one last upload and save the
-state a restart continues from.
+stages the open interval every ``stage_s`` (what a SIGKILL would lose),
+closes it early when the per-container identity folder changes, drains the
+spool and hot-reloads safe settings; SIGTERM/SIGINT make it flush the open
+interval, close the file, try one last upload and save the state a restart
+continues from. Each file carries ``flowlake.capture`` metadata: this
+process's ``run_id``, its ``seq``, the intervals it covers and the drops by
+reason since the previous file.
 """
 
 from __future__ import annotations
