@@ -28,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 39111  # the load generator's server port (records are counted for it)
+WARMUP_S = 3.0  # after the tool says it is ready, the same for every tool, before a phase starts
+LOADGEN_THREADS = 4
 
 LOADGEN_C = r"""
 #include <arpa/inet.h>
@@ -40,7 +42,7 @@ LOADGEN_C = r"""
 #include <time.h>
 #include <unistd.h>
 
-static int port, listener; static double rate, seconds; static int nthreads = 2;
+static int port, listener; static double rate, seconds; static int nthreads = 4;
 static volatile long done_count = 0, fail_count = 0;
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
@@ -80,6 +82,8 @@ static void *client(void *arg) {
 
 int main(int argc, char **argv) {
     port = atoi(argv[1]); rate = atof(argv[2]); seconds = atof(argv[3]);
+    if (argc > 4) nthreads = atoi(argv[4]);
+    if (nthreads < 1 || nthreads > 8) { fprintf(stderr, "threads must be 1..8\n"); return 2; }
     listener = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1; setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {0}; a.sin_family = AF_INET; a.sin_port = htons(port); a.sin_addr.s_addr = htonl(INADDR_ANY);
@@ -139,13 +143,17 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 90)
     raise RuntimeError(f"timed out waiting for {text!r} in {path}")
 
 
-def measure(pid: int, prog_ids: set[int], loadgen: Path, rate: int, seconds: float) -> dict:
+def measure(pid: int, prog_ids: set[int], loadgen: Path, rate: int, seconds: float,
+            files_closed: "callable | None" = None) -> dict:
     if not prog_ids:
         raise RuntimeError("the measured tool loaded no BPF program")
+    files0 = files_closed() if files_closed else 0
     cpu0, bpf0, t0 = proc_cpu_s(pid), bpf_time_ns(prog_ids), time.monotonic()
-    res = subprocess.run([str(loadgen), str(PORT), str(rate), str(seconds)], capture_output=True, text=True, check=True)
+    res = subprocess.run([str(loadgen), str(PORT), str(rate), str(seconds), str(LOADGEN_THREADS)],
+                         capture_output=True, text=True, check=True)
     time.sleep(0.5)  # let the tool read what the last connections produced
     cpu1, bpf1, t1 = proc_cpu_s(pid), bpf_time_ns(prog_ids), time.monotonic()
+    files1 = files_closed() if files_closed else 0
     load = json.loads(res.stdout)
     rss, peak = proc_rss(pid)
     wall = t1 - t0
@@ -158,16 +166,18 @@ def measure(pid: int, prog_ids: set[int], loadgen: Path, rate: int, seconds: flo
         "user_cpu_pct": round(100 * user_s / wall, 3), "bpf_cpu_pct": round(100 * bpf_s / wall, 3),
         "us_per_connection": round(1e6 * (user_s + bpf_s) / conns, 3),
         "rss_mb": round(rss / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1),
+        "files_closed_in_phase": files1 - files0,
     }
 
 
-def run_sidecar(loadgen: Path, rate: int, seconds: float, work: Path, interval_s: float) -> dict:
+def run_sidecar(loadgen: Path, rate: int, seconds: float, work: Path, interval_s: float,
+                intervals_per_file: int = 1) -> dict:
     d = work / f"sidecar-{rate}"
     d.mkdir()
     cfg = {
         "interval_s": interval_s, "identity": {"instance_id": "bench"},
         "sink": {"kind": "local", "local_root": str(d / "raw")}, "spool": {"dir": str(d / "spool")},
-        "state_dir": str(d / "state"), "metrics": {"port": 0}, "rolling": {"intervals_per_file": 5},
+        "state_dir": str(d / "state"), "metrics": {"port": 0}, "rolling": {"intervals_per_file": intervals_per_file},
         "kernel": {"netns_dirs": []},
     }
     (d / "capture.yaml").write_text(json.dumps(cfg))  # JSON is YAML
@@ -177,8 +187,10 @@ def run_sidecar(loadgen: Path, rate: int, seconds: float, work: Path, interval_s
                              str(d / "capture.yaml")], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(log, "capture started", proc)
-        time.sleep(3.0)  # past the start-up tail (first boundary, first file)
-        result = measure(proc.pid, set(bpf_progs()) - before, loadgen, rate, seconds)
+        time.sleep(WARMUP_S)
+        # a file counts once it is uploaded (to the local sink): closing and uploading are in the phase
+        uploaded = lambda: sum(1 for _ in (d / "raw").rglob("*.parquet"))  # noqa: E731
+        result = measure(proc.pid, set(bpf_progs()) - before, loadgen, rate, seconds, files_closed=uploaded)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -202,7 +214,7 @@ def run_tcplife(loadgen: Path, rate: int, seconds: float, work: Path, interval_s
     proc = subprocess.Popen([exe, "-L", str(PORT)], stdout=open(out, "wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(out, "PID", proc)
-        time.sleep(1.0)
+        time.sleep(WARMUP_S)
         result = measure(proc.pid, set(bpf_progs()) - before, loadgen, rate, seconds)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -226,6 +238,8 @@ def main() -> None:
     ap.add_argument("--tools", default="flowlake,tcplife")
     ap.add_argument("--interval-s", type=float, default=5.0,
                     help="sidecar interval (default 5 s, so each phase includes boundary work; production uses 60)")
+    ap.add_argument("--intervals-per-file", type=int, default=1,
+                    help="sidecar rolling (default 1: every boundary in a phase closes and uploads a file)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -242,19 +256,23 @@ def main() -> None:
             loadgen = build_loadgen(work)
             for rate in (int(r) for r in args.rates.split(",")):
                 for tool in args.tools.split(","):
-                    runner = run_sidecar if tool == "flowlake" else run_tcplife
-                    res = {"tool": tool, **runner(loadgen, rate, args.seconds, work, args.interval_s)}
+                    if tool == "flowlake":
+                        res = run_sidecar(loadgen, rate, args.seconds, work, args.interval_s,
+                                          intervals_per_file=args.intervals_per_file)
+                    else:
+                        res = run_tcplife(loadgen, rate, args.seconds, work, args.interval_s)
+                    res = {"tool": tool, **res}
                     results.append(res)
                     print(json.dumps(res), flush=True)
     finally:
         Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_before)
     print()
     print(f"{'tool':9} {'rate':>6} {'achieved':>8} {'conns':>7} {'cpu%':>7} {'bpf%':>6} {'us/conn':>8} "
-          f"{'rss MB':>7} {'peak':>6} {'lost':>5}")
+          f"{'rss MB':>7} {'peak':>6} {'lost':>5} {'files':>5}")
     for r in results:
         print(f"{r['tool']:9} {r['rate_target']:>6} {r['rate_achieved']:>8} {r['connections']:>7} "
               f"{r['cpu_pct_one_core']:>7.3f} {r['bpf_cpu_pct']:>6.3f} {r['us_per_connection']:>8.3f} "
-              f"{r['rss_mb']:>7} {r['peak_rss_mb']:>6} {r['lost']:>5}")
+              f"{r['rss_mb']:>7} {r['peak_rss_mb']:>6} {r['lost']:>5} {r.get('files_closed_in_phase', '-'):>5}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

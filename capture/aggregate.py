@@ -137,6 +137,8 @@ class IntervalAggregator:
         self.tracked: dict[int, TrackedConn] = {}
         self.saved: dict[int, TrackedConn] = {}  # from a previous run, until matched
         self.listening: dict[str, set[tuple[str, int]]] = {}
+        self._alias: dict[int, int] = {}  # later generations (stages) of an open interval -> its generation
+        self.local_workloads: dict[str, str] = {}  # local IP -> workload (per-container identity)
         self._recently_closed: OrderedDict[int, None] = OrderedDict()
         self.late_inputs = 0  # kernel flows / events for an interval already written
         self.untracked_closes = 0  # connections that vanished without a close event
@@ -148,8 +150,15 @@ class IntervalAggregator:
             raise ValueError(f"generation {gen} is already open")
         self.intervals[gen] = Interval(gen=gen, start_ms=start_ms)
 
+    def extend(self, *, gen: int, new_gen: int) -> None:
+        """Count generation ``new_gen`` into the open interval of ``gen`` (a stage within one interval)."""
+        root = self._alias.get(gen, gen)
+        if root not in self.intervals:
+            raise ValueError(f"generation {gen} is not open")
+        self._alias[new_gen] = root
+
     def _target(self, gen: int) -> Interval:
-        interval = self.intervals.get(gen)
+        interval = self.intervals.get(self._alias.get(gen, gen))
         if interval is not None:
             return interval
         if not self.intervals:
@@ -264,10 +273,23 @@ class IntervalAggregator:
 
     def end(self, *, gen: int, end_ms: int) -> list[dict]:
         """Close the interval of ``gen`` and return its records (contracts §1 rows)."""
-        interval = self.intervals.pop(gen, None)
+        root = self._alias.get(gen, gen)
+        interval = self.intervals.pop(root, None)
         if interval is None:
             raise ValueError(f"generation {gen} is not open")
+        self._alias = {g: r for g, r in self._alias.items() if r != root}
+        return self._records(interval, end_ms=end_ms)
+
+    def peek(self, *, gen: int, end_ms: int) -> list[dict]:
+        """The records the open interval of ``gen`` would have if it ended at ``end_ms`` (it stays open)."""
+        interval = self.intervals.get(self._alias.get(gen, gen))
+        if interval is None:
+            raise ValueError(f"generation {gen} is not open")
+        return self._records(interval, end_ms=end_ms)
+
+    def _records(self, interval: Interval, *, end_ms: int) -> list[dict]:
         records = []
+        default_workload = self.identity.get("local_workload")
         for key, stats in sorted(interval.flows.items()):
             if not self.record_filter.keep(key):
                 continue
@@ -275,6 +297,7 @@ class IntervalAggregator:
             c = stats.counters
             records.append({
                 **self.identity,
+                "local_workload": self.local_workloads.get(local_ip, default_workload),
                 "interval_start_ms": interval.start_ms,
                 "interval_end_ms": end_ms,
                 "local_ip": local_ip,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from flowlake.config import ComponentConfig, load_config
 
 # Top-level fields that may change without a restart.
-SAFE_SECTIONS = ("interval_s", "filters", "sink", "rolling")
+SAFE_SECTIONS = ("interval_s", "stage_s", "filters", "sink", "rolling")
 
 
 class IdentityConfig(BaseModel):
@@ -27,6 +27,9 @@ class IdentityConfig(BaseModel):
     local_workload: str | None = None
     region: str | None = None
     availability_zone: str | None = None
+    # Per-container identity: a folder a runtime hook writes (one JSON/YAML file per
+    # container: workload + ips). Empty = one identity for the whole host.
+    local_dir: str = ""
 
 
 class FiltersConfig(BaseModel):
@@ -94,6 +97,9 @@ class KernelConfig(BaseModel):
     ringbuf_pages: int = Field(default=64, ge=1)
     cgroup_path: str = "/sys/fs/cgroup/unified"
     netns_dirs: list[str] = Field(default_factory=lambda: ["/run/netns"])
+    # Compile with BCC in a short-lived child and drive the handed-over fds with plain
+    # syscalls: the sidecar never maps LLVM (peak RSS). false = compile in-process.
+    compile_in_child: bool = True
 
     @field_validator("ringbuf_pages")
     @classmethod
@@ -122,6 +128,9 @@ class CaptureConfig(ComponentConfig):
 
     component: str = "capture"
     interval_s: float = Field(default=60.0, gt=0)
+    # Every stage_s the open interval's closed connections are staged to local disk, so a
+    # SIGKILL loses at most the last stage_s of them (0 or >= interval_s: only at boundaries).
+    stage_s: float = Field(default=5.0, ge=0)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)

@@ -4,7 +4,9 @@ Each finished interval is written at once as a durable part under
 ``staging/``; every ``intervals_per_file`` intervals (or at
 ``max_file_records``) the parts are merged into one file placed in the
 spool with a tmp-file + fsync + rename, so no reader ever sees half a file.
-Parts left by a crash are merged into a file on the next start.
+Parts left by a crash are merged into a file on the next start. Each file
+carries ``flowlake.capture`` key-value metadata (run id, seq, intervals
+covered, drops by reason since the previous file; see docs/capture.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,11 +68,44 @@ class SequenceCounter:
         return self.value
 
 
+DROP_REASONS = ("conn_map_full", "flow_map_full", "ringbuf_full", "spool_evicted_files", "untracked_closes")
+CAPTURE_META_KEY = b"flowlake.capture"
+
+
+def capture_metadata(*, run_id: str, seq: int, instance_id: str, intervals: list[int], drops: dict[str, int],
+                     records: int) -> bytes:
+    """The ``flowlake.capture`` key-value metadata of one raw file (contracts §1), as JSON bytes."""
+    return json.dumps({
+        "run_id": run_id,
+        "seq": seq,
+        "instance_id": instance_id,
+        "intervals": sorted(intervals),
+        "drops": {reason: int(drops.get(reason, 0)) for reason in sorted({*DROP_REASONS, *drops})},
+        "records": records,
+    }, sort_keys=True).encode()
+
+
+def with_capture_metadata(table: pa.Table, meta: bytes) -> pa.Table:
+    """``table`` with ``flowlake.capture`` added to its schema metadata (schema_version kept)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), CAPTURE_META_KEY: meta})
+
+
+def _interval_list(meta: dict) -> list[int]:
+    value = meta.get("intervals", [])
+    return list(value) if isinstance(value, list) else []  # older state kept only a count
+
+
 class RollingWriter:
-    """Collects intervals into the current file and closes it into the spool."""
+    """Collects intervals into the current file and closes it into the spool.
+
+    The file key comes from the earliest ``interval_start_ms`` among the
+    file's records: an interval without records never names a file, and a
+    batch without any record writes no file at all (its intervals and drops
+    are carried into the next file's ``flowlake.capture`` metadata).
+    """
 
     def __init__(self, *, staging_dir: Path, spool: Spool, instance_id: str, seq: SequenceCounter,
-                 intervals_per_file: int, max_file_records: int) -> None:
+                 intervals_per_file: int, max_file_records: int, run_id: str = "") -> None:
         if intervals_per_file < 1 or max_file_records < 1:
             raise ValueError("intervals_per_file and max_file_records must be at least 1")
         raw_flow_key(instance_id=instance_id, first_interval_start_ms=0, seq=0)  # validates the id
@@ -77,6 +113,7 @@ class RollingWriter:
         self.spool = spool
         self.instance_id = instance_id
         self.seq = seq
+        self.run_id = run_id or uuid.uuid4().hex
         self.intervals_per_file = intervals_per_file
         self.max_file_records = max_file_records
         self.files_written = 0
@@ -91,42 +128,65 @@ class RollingWriter:
     def _parts(self) -> list[Path]:
         return sorted(self.staging_dir.glob("part-*.parquet"))
 
-    def add_interval(self, records: list[dict], *, interval_start_ms: int) -> list[str]:
-        """Stage one interval's records; returns the keys of files closed by it."""
-        part = self.staging_dir / f"part-{interval_start_ms:015d}.parquet"
-        write_parquet_atomic(table=records_table(records), path=part)
+    @property
+    def last_interval_start_ms(self) -> int | None:
+        """Start of the last interval staged (durable across restarts; None before the first)."""
+        return self._meta().get("last_interval_start_ms")
+
+    def add_interval(self, records: list[dict], *, interval_start_ms: int,
+                     drops: dict[str, int] | None = None) -> list[str]:
+        """Stage one interval's records (and the drops counted in it); returns the keys of files closed."""
         meta = self._meta()
-        meta["intervals"] = meta.get("intervals", 0) + 1
+        meta["batch"] = meta.get("batch", 0) + 1
         meta["records"] = meta.get("records", 0) + len(records)
-        meta.setdefault("first_interval_start_ms", interval_start_ms)
+        meta["intervals"] = [*_interval_list(meta), interval_start_ms]
+        pending = meta.setdefault("drops", {})
+        for reason, count in (drops or {}).items():
+            pending[reason] = pending.get(reason, 0) + int(count)
+        meta["last_interval_start_ms"] = interval_start_ms
+        if meta["batch"] >= self.intervals_per_file or meta["records"] >= self.max_file_records:
+            # closes the file now: the interval goes straight in, not through a part
+            return self._close(meta, records_table(records) if records else None)
+        if records:
+            write_parquet_atomic(table=records_table(records),
+                                 path=self.staging_dir / f"part-{interval_start_ms:015d}.parquet")
         self._write_meta(meta)
-        if meta["intervals"] >= self.intervals_per_file or meta["records"] >= self.max_file_records:
-            return self.close_file()
         return []
 
     def close_file(self) -> list[str]:
-        """Merge the staged intervals into one file in the spool (no-op when nothing is staged)."""
+        """Merge the staged intervals into one file in the spool.
+
+        No file is written while no record is staged; the intervals and drops
+        seen so far then wait for the next file.
+        """
+        return self._close(self._meta(), None)
+
+    def _close(self, meta: dict, extra: pa.Table | None) -> list[str]:
         parts = self._parts()
-        if not parts:
-            self._write_meta({})
+        carry = {k: meta[k] for k in ("drops", "last_interval_start_ms") if k in meta} | {"intervals": _interval_list(meta)}
+        tables = [pq.read_table(p) for p in parts] + ([extra] if extra is not None else [])
+        table = pa.concat_tables(tables).cast(RAW_FLOW_SCHEMA) if tables else None
+        if table is None or table.num_rows == 0:  # (parts of an older version may be empty)
+            for p in parts:
+                p.unlink()
+            self._write_meta(carry)
             return []
-        meta = self._meta()
-        tables = [pq.read_table(p) for p in parts]
-        table = pa.concat_tables(tables).cast(RAW_FLOW_SCHEMA)
-        first = meta.get("first_interval_start_ms")
-        if first is None:  # meta lost in a crash: recover it from the data or the part names
-            first = int(parts[0].name.split("-")[1].split(".")[0])
-        if table.num_rows:
-            first = min(first, min(table.column("interval_start_ms").to_pylist()))
-        key = raw_flow_key(instance_id=self.instance_id, first_interval_start_ms=first, seq=self.seq.next())
+        first = min(table.column("interval_start_ms").to_pylist())
+        # intervals lost from the meta in a crash are recovered from the data
+        intervals = sorted({*_interval_list(meta), *table.column("interval_start_ms").to_pylist()})
+        seq = self.seq.next()
+        key = raw_flow_key(instance_id=self.instance_id, first_interval_start_ms=first, seq=seq)
+        table = with_capture_metadata(table, capture_metadata(
+            run_id=self.run_id, seq=seq, instance_id=self.instance_id, intervals=intervals,
+            drops=meta.get("drops", {}), records=table.num_rows))
         self.spool.add_table(key=key, table=table)
         for p in parts:
             p.unlink()
-        self._write_meta({})
+        self._write_meta({k: v for k, v in carry.items() if k == "last_interval_start_ms"})
         fsync_dir(self.staging_dir)
         self.files_written += 1
         self.records_written += table.num_rows
-        log.info("closed %s (%d records, %d intervals)", key, table.num_rows, len(parts))
+        log.info("closed %s (%d records, %d intervals)", key, table.num_rows, len(intervals))
         return [key]
 
     def _meta(self) -> dict:
@@ -136,7 +196,10 @@ class RollingWriter:
     def _write_meta(self, meta: dict) -> None:
         path = self.staging_dir / "current.json"
         tmp = path.with_name("current.json.tmp")
-        tmp.write_text(json.dumps(meta))
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(meta))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
 
     def discard_staging(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -41,7 +42,8 @@ def test_file_closes_every_n_intervals_with_contract_key_and_schema(tmp_path):
     ((key, path),) = w.spool.entries()
     assert key == keys[0]
     table = pq.read_table(path)
-    assert table.schema.equals(RAW_FLOW_SCHEMA, check_metadata=True)
+    assert table.schema.equals(RAW_FLOW_SCHEMA)
+    assert table.schema.metadata[b"flowlake.schema_version"] == RAW_FLOW_SCHEMA.metadata[b"flowlake.schema_version"]
     assert table.num_rows == 3
     assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
     assert list((tmp_path / "staging").glob("part-*")) == []
@@ -66,10 +68,68 @@ def test_staged_intervals_survive_a_crash(tmp_path):
     assert pq.read_table(w2.spool.entries()[0][1]).num_rows == 2
 
 
-def test_empty_interval_still_closes_a_valid_file(tmp_path):
+def capture_meta(path) -> dict:
+    return json.loads(pq.ParquetFile(path).schema_arrow.metadata[b"flowlake.capture"])
+
+
+def test_empty_first_interval_never_names_the_file_even_across_an_hour(tmp_path):
+    """Edge case: the batch's first interval (15:59) has no records; the file belongs to 16:00."""
+    w = writer(tmp_path, intervals=3)
+    before = T0 - 60_000  # 2025-11-24T15:59:00Z, empty
+    assert w.add_interval([], interval_start_ms=before) == []
+    assert w.add_interval([rec(T0)], interval_start_ms=T0) == []
+    (key,) = w.add_interval([rec(T0 + 60_000)], interval_start_ms=T0 + 60_000)
+    assert key == f"flows/v1/dt=2025-11-24/hr=16/instance=i-1/{T0}-1.parquet"
+    meta = capture_meta(w.spool.entries()[0][1])
+    assert meta["intervals"] == [before, T0, T0 + 60_000], "empty intervals are still listed as covered"
+
+
+def test_a_batch_without_records_writes_no_file_and_carries_its_intervals(tmp_path):
+    w = writer(tmp_path, intervals=2)
+    w.add_interval([], interval_start_ms=T0)
+    assert w.add_interval([], interval_start_ms=T0 + 60_000, drops={"conn_map_full": 2}) == []
+    assert w.spool.entries() == [] and w.seq.value == 0, "no seq is used by an empty batch"
+    w.add_interval([], interval_start_ms=T0 + 120_000)
+    (key,) = w.add_interval([rec(T0 + 180_000)], interval_start_ms=T0 + 180_000)
+    assert key.endswith(f"/{T0 + 180_000}-1.parquet")
+    meta = capture_meta(w.spool.entries()[0][1])
+    assert meta["intervals"] == [T0 + i * 60_000 for i in range(4)]
+    assert meta["drops"]["conn_map_full"] == 2
+
+
+def test_capture_metadata_run_id_seq_drops_and_schema_version(tmp_path):
+    w = writer(tmp_path, intervals=2)
+    w.add_interval([rec(T0)], interval_start_ms=T0, drops={"conn_map_full": 3, "ringbuf_full": 1})
+    w.add_interval([rec(T0 + 60_000)], interval_start_ms=T0 + 60_000, drops={"conn_map_full": 1})
+    w.add_interval([rec(T0 + 120_000)], interval_start_ms=T0 + 120_000)
+    w.add_interval([rec(T0 + 180_000)], interval_start_ms=T0 + 180_000, drops={"spool_evicted_files": 1})
+    (_, p1), (_, p2) = w.spool.entries()
+    assert pq.ParquetFile(p1).schema_arrow.metadata[b"flowlake.schema_version"] == b"1"
+    m1, m2 = capture_meta(p1), capture_meta(p2)
+    assert set(m1) == {"run_id", "seq", "instance_id", "intervals", "drops", "records"}
+    assert m1["run_id"] == m2["run_id"] == w.run_id and (m1["seq"], m2["seq"]) == (1, 2)
+    assert m1["drops"] == {"conn_map_full": 4, "flow_map_full": 0, "ringbuf_full": 1, "spool_evicted_files": 0,
+                           "untracked_closes": 0}
+    assert m2["drops"]["conn_map_full"] == 0 and m2["drops"]["spool_evicted_files"] == 1, "since the previous file"
+    assert m1["intervals"] == [T0, T0 + 60_000] and m1["records"] == 2 and m1["instance_id"] == "i-1"
+
+
+def test_seq_is_consecutive_across_a_restart_with_a_new_run_id(tmp_path):
     w = writer(tmp_path, intervals=1)
-    (key,) = w.add_interval([], interval_start_ms=T0)
-    assert pq.read_table(w.spool.entries()[0][1]).num_rows == 0 and key.endswith(f"{T0}-1.parquet")
+    w.add_interval([rec(T0)], interval_start_ms=T0)
+    w.add_interval([rec(T0 + 60_000)], interval_start_ms=T0 + 60_000, drops={"untracked_closes": 1})
+    w.add_interval([rec(T0 + 120_000)], interval_start_ms=T0 + 120_000)  # staged, then a crash
+    w.intervals_per_file = 5
+    w.add_interval([rec(T0 + 180_000)], interval_start_ms=T0 + 180_000, drops={"ringbuf_full": 7})
+    w2 = writer(tmp_path, intervals=1)
+    assert w2.run_id != w.run_id
+    (key,) = w2.close_file()  # what the crashed run staged
+    w2.add_interval([rec(T0 + 240_000)], interval_start_ms=T0 + 240_000)
+    metas = [capture_meta(p) for _, p in w2.spool.entries()]
+    assert [m["seq"] for m in metas] == [1, 2, 3, 4, 5]
+    assert [m["run_id"] for m in metas] == [w.run_id] * 3 + [w2.run_id] * 2
+    assert metas[3]["intervals"] == [T0 + 180_000] and metas[3]["drops"]["ringbuf_full"] == 7
+    assert key.endswith(f"/{T0 + 180_000}-4.parquet")
 
 
 def test_bad_instance_id_is_rejected(tmp_path):

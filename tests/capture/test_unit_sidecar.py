@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+
+import pyarrow.parquet as pq
 
 import yaml
 
@@ -31,6 +34,12 @@ class FakeProbe:
     def detach(self) -> None:
         self.attached = False
 
+    prog_id = 7
+
+    def detach_stale(self, prog_id: int) -> bool:
+        self.stale_detached = prog_id
+        return True
+
     def close(self) -> None:
         pass
 
@@ -53,8 +62,10 @@ class FakeProbe:
     def poll_events(self, *, timeout_ms: int) -> None:
         pass
 
+    kernel_drops = {"conn_map_full": 0}
+
     def drops(self):
-        return {"conn_map_full": 0}
+        return dict(self.kernel_drops)
 
     def stats(self):
         return {}
@@ -99,11 +110,16 @@ def test_boundaries_flush_and_restart_continue_the_sequence(tmp_path):
     rows = read_records(tmp_path / "raw")
     assert [(r["interval_start_ms"], r["interval_end_ms"], r["bytes_sent"]) for r in rows] == [
         (1_764_000_003_000, 1_764_000_010_000, 100), (1_764_000_010_000, 1_764_000_014_500, 5)]
-    side2, _, _, _ = make(tmp_path)
+    side2, probe2, _, _ = make(tmp_path)
     side2.start()
+    probe2.close_connection(80, 9)
     side2.shutdown()
-    seqs = sorted(int(p.name.split("-")[1].split(".")[0]) for p in (tmp_path / "raw").rglob("*.parquet"))
+    files = sorted((tmp_path / "raw").rglob("*.parquet"))
+    seqs = sorted(int(p.name.split("-")[1].split(".")[0]) for p in files)
     assert seqs == [1, 2]  # the restarted sidecar continues the file sequence: keys never repeat
+    metas = sorted((json.loads(pq.ParquetFile(p).schema_arrow.metadata[b"flowlake.capture"]) for p in files),
+                   key=lambda m: m["seq"])
+    assert [m["run_id"] for m in metas] == [side.run_id, side2.run_id] and side.run_id != side2.run_id
 
 
 def test_hot_reload_of_safe_settings(tmp_path, caplog):
@@ -148,3 +164,100 @@ def test_second_sidecar_on_same_state_dir_is_refused(tmp_path):
         assert "another sidecar holds" in str(exc)
     finally:
         side.shutdown()
+
+
+def _metas(root):
+    files = sorted(root.rglob("*.parquet"))
+    return sorted((json.loads(pq.ParquetFile(p).schema_arrow.metadata[b"flowlake.capture"]) for p in files),
+                  key=lambda m: m["seq"])
+
+
+def _crash(side) -> None:
+    """What a SIGKILL leaves: no flush, the lock released by the kernel."""
+    os.close(side._lock_fd)
+    side._lock_fd = None
+    side.metrics.stop()
+
+
+def test_kill_loses_only_closes_after_the_last_stage(tmp_path):
+    side, probe, clock, _ = make(tmp_path, stage_s=2.0)
+    side.start()
+    probe.close_connection(443, 100)
+    clock.now = 1_764_000_005.5
+    side.step()  # a stage, not a boundary
+    assert probe.gen == 2 and side.interval_gen == 1 and side.open_stage_file.is_file()
+    probe.close_connection(80, 5)
+    probe.kernel_drops = {"conn_map_full": 2}
+    clock.now = 1_764_000_007.6
+    side.step()  # second stage: the drops so far are staged too
+    probe.close_connection(22, 9)  # after the last stage: lost by the kill
+    _crash(side)
+    side2, _, _, _ = make(tmp_path, stage_s=2.0)
+    side2.start()
+    assert not side2.open_stage_file.exists()
+    side2.shutdown()
+    rows = read_records(tmp_path / "raw")
+    assert [(r["interval_start_ms"], r["interval_end_ms"], r["remote_port"], r["bytes_sent"]) for r in rows] == [
+        (1_764_000_003_000, 1_764_000_007_600, 80, 5), (1_764_000_003_000, 1_764_000_007_600, 443, 100)]
+    (meta,) = _metas(tmp_path / "raw")
+    assert meta["intervals"][0] == 1_764_000_003_000 and meta["drops"]["conn_map_full"] == 2
+    assert meta["run_id"] == side2.run_id
+
+
+def test_a_stage_already_written_at_a_boundary_is_not_recovered_twice(tmp_path):
+    side, probe, clock, _ = make(tmp_path, stage_s=2.0)
+    side.start()
+    probe.close_connection(443, 100)
+    clock.now = 1_764_000_005.5
+    side.step()  # stage
+    clock.now = 1_764_000_010.0
+    side.step()  # boundary: the interval is written, the stage removed
+    assert not side.open_stage_file.exists()
+    side.open_stage_file.write_bytes(b"")  # edge case: a stale or damaged stage file
+    _crash(side)
+    side2, _, _, _ = make(tmp_path, stage_s=2.0)
+    side2.start()
+    side2.shutdown()
+    assert [r["bytes_sent"] for r in read_records(tmp_path / "raw")] == [100]
+    assert (tmp_path / "state" / "open-interval.parquet.bad").is_file(), "quarantined, not deleted"
+
+
+def test_identity_change_applies_from_the_moment_of_the_change(tmp_path):
+    ident = tmp_path / "identity"
+    ident.mkdir()
+    (ident / "c1.json").write_text(json.dumps({"workload": "web", "ips": ["10.0.0.1"]}))
+    (ident / "broken.yaml").write_text("workload: [\n")  # edge case: reported, ignored
+    side, probe, clock, _ = make(tmp_path, identity={"local_dir": str(ident)})
+    side.start()
+    probe.close_connection(443, 1)
+    clock.now = 1_764_000_006.0
+    assert not side.maybe_reload_identity(), "nothing changed yet"
+    (ident / "c1.json").unlink()  # container 1 stops; container 2 restarts with its old IP
+    (ident / "c2.json").write_text(json.dumps({"workload": "db", "ips": ["::ffff:10.0.0.1"]}))
+    assert side.maybe_reload_identity()
+    probe.close_connection(443, 2)
+    clock.now = 1_764_000_008.0
+    side.shutdown()
+    rows = read_records(tmp_path / "raw")
+    assert [(r["interval_start_ms"], r["interval_end_ms"], r["local_workload"], r["bytes_sent"], r["instance_id"])
+            for r in rows] == [(1_764_000_003_000, 1_764_000_006_000, "web", 1, "test-host"),
+                               (1_764_000_006_000, 1_764_000_008_000, "db", 2, "test-host")]
+    assert side.identity_source.errors == 1
+
+
+def test_drops_by_reason_go_into_the_next_file(tmp_path):
+    side, probe, clock, _ = make(tmp_path, rolling={"intervals_per_file": 1})
+    side.start()
+    probe.close_connection(443, 1)
+    probe.kernel_drops = {"conn_map_full": 5, "ringbuf_full": 1}
+    clock.now = 1_764_000_010.0
+    side.step()
+    probe.close_connection(443, 2)
+    probe.kernel_drops = {"conn_map_full": 6, "ringbuf_full": 1}
+    clock.now = 1_764_000_020.0
+    side.step()
+    side.shutdown()
+    m1, m2 = _metas(tmp_path / "raw")
+    assert (m1["drops"]["conn_map_full"], m1["drops"]["ringbuf_full"]) == (5, 1)
+    assert (m2["drops"]["conn_map_full"], m2["drops"]["ringbuf_full"]) == (1, 0), "since the previous file"
+    assert (m1["seq"], m2["seq"]) == (1, 2)

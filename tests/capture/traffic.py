@@ -90,8 +90,39 @@ def client(host: str, plan: list[dict], *, chunk_delay_s: float = 0.0, chunks: i
     return out
 
 
+def hold_server(host: str, port: int, n: int) -> None:
+    """Accept ``n`` connections on one port, then wait for each to close."""
+    listener = socket.socket(_family(host), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(n)
+    print("ready", flush=True)
+    conns = [listener.accept()[0] for _ in range(n)]
+    for conn in conns:
+        _drain(conn)
+        conn.close()
+
+
+def hold_client(host: str, port: int, n: int, hold_s: float) -> list[dict]:
+    """Open ``n`` connections at once, send 1 byte on each, hold them ``hold_s``, close all."""
+    socks = [socket.create_connection((host, port), timeout=60) for _ in range(n)]
+    for sock in socks:
+        sock.sendall(b"u")
+    time.sleep(hold_s)
+    for sock in socks:
+        sock.close()
+    return [{"port": port, "connections": n}]
+
+
 if __name__ == "__main__":
-    mode, host, plan_json = sys.argv[1], sys.argv[2], sys.argv[3]
+    mode, host = sys.argv[1], sys.argv[2]
+    if mode == "hold-server":
+        hold_server(host, int(sys.argv[3]), int(sys.argv[4]))
+        sys.exit(0)
+    if mode == "hold-client":
+        print(json.dumps(hold_client(host, int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))), flush=True)
+        sys.exit(0)
+    plan_json = sys.argv[3]
     plan = json.loads(plan_json)
     if mode == "server":
         serve(host, plan)
