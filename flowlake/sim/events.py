@@ -118,6 +118,8 @@ def track(held: Holdings, params: SimParams, *, rng: np.random.Generator,
         # the tracker reports an assign before that holder's own release (its events stay in order)
         cap = np.where(assign & has_un[row], held.to_ms[row] - 1, FOREVER)
         event_ms = np.where(tail, np.maximum(event_ms, np.minimum(tail_ms, cap)), event_ms)
+        # and its unassign after its assign, also for holdings shorter than the ordinary lag
+        event_ms[n:] = np.maximum(event_ms[n:], event_ms[idx_u] + 1)
         n_tail = int(tail.sum())
     published = event_ms + np.clip(delay, params.publish_delay_min_ms, params.publish_delay_max_ms)
     dup = (rng.random(m) < params.event_duplicate_share) & ~lost
