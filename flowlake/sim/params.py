@@ -171,7 +171,8 @@ class SimParams(ComponentConfig):
             raise ValueError("replicas_max must be >= replicas_min")
         if self.publish_delay_max_ms < self.publish_delay_min_ms:
             raise ValueError("publish_delay_max_ms must be >= publish_delay_min_ms")
-        if self.event_lag_tail_share > 0 and self.event_lag_tail_max_ms < self.max_event_lag_ms:
+        tail = self.event_lag_tail_share > 0 or self.handover_late_assign_share > 0
+        if tail and self.event_lag_tail_max_ms < self.max_event_lag_ms:
             raise ValueError("event_lag_tail_max_ms must be >= max_event_lag_ms (the tail starts there)")
         if self.handover_both_lost_share + self.handover_late_assign_share > 1:
             raise ValueError("handover_both_lost_share + handover_late_assign_share must be <= 1")

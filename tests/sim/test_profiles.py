@@ -131,6 +131,9 @@ def test_unknown_profile_is_refused(tmp_path):
         SimParams(handover_both_lost_share=0.6, handover_late_assign_share=0.6)
     with pytest.raises(ValueError, match="event_lag_tail_max_ms must be >= max_event_lag_ms"):
         SimParams(event_lag_tail_share=0.1, event_lag_tail_max_ms=5_000)
+    with pytest.raises(ValueError, match="event_lag_tail_max_ms must be >= max_event_lag_ms"):
+        SimParams(handover_late_assign_share=0.1, event_lag_tail_max_ms=5_000)
+    SimParams(event_lag_tail_max_ms=5_000)  # no tail planted: the bound is unused
 
 
 def test_cli_profile(tmp_path):
