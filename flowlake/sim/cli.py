@@ -11,12 +11,15 @@ import click
 @click.option("--hours", type=float, default=None, help="Window length in hours.")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed + params -> identical files).")
 @click.option("--records", type=int, default=None, help="Target number of raw records in the window.")
+@click.option("--profile", type=click.Choice(["default", "hostile"]), default=None,
+              help="Named preset over conf/sim.yaml (hostile: the tracker misbehaving, see docs/simulator.md); "
+                   "the environment and the other options override it.")
 @click.option("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS).")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Simulator YAML (default: conf/sim.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace flows/v1, ip_events/v1 and truth/ under --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(out, start, hours, seed, records, s3_endpoint, config_path, overwrite, quiet) -> None:
+def simulate(out, start, hours, seed, records, profile, s3_endpoint, config_path, overwrite, quiet) -> None:
     """Simulate a fleet and write raw flow files, IP-assignment events and ground truth."""
     from pydantic import ValidationError
 
@@ -25,7 +28,7 @@ def simulate(out, start, hours, seed, records, s3_endpoint, config_path, overwri
     from flowlake.sim.params import SimParams
 
     overrides = {k: v for k, v in {"start": start, "hours": hours, "seed": seed, "records": records,
-                                   "s3_endpoint": s3_endpoint}.items() if v is not None}
+                                   "profile": profile, "s3_endpoint": s3_endpoint}.items() if v is not None}
     try:
         params = load_config(SimParams, path=config_path, **overrides)
     except (ValidationError, FileNotFoundError) as exc:

@@ -21,6 +21,7 @@ from flowlake.sim.events import Events, holdings, track
 from flowlake.sim.fleet import K_EXTERNAL, K_LB, K_NAT, KINDS, Fleet, build_fleet
 from flowlake.sim.flows import chunks, generate_records, persistent_connections, plan_traffic
 from flowlake.sim.params import SimParams, Window, iso_utc
+from flowlake.sim.truth import EVIDENCE, HoldingIndex, record_evidence
 from flowlake.sim.tables import (
     TRUTH_FLOWS_PREFIX,
     TRUTH_MANIFEST_KEY,
@@ -54,6 +55,8 @@ class SimSummary:
     workloads: int
     fleet_scale: float
     seconds: float
+    profile: str = "default"
+    records_by_truth_evidence: dict[str, int] | None = None
 
     def lines(self) -> list[str]:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
@@ -63,6 +66,9 @@ class SimSummary:
             f"events   {self.events_written:,} rows in {self.event_files:,} files "
             f"({self.events_lost:,} lost, {self.events_duplicated:,} duplicated)",
             f"fleet    {self.workloads} workloads, {self.holders:,} holders (scale {self.fleet_scale:.2f})",
+            "truth    " + ", ".join(f"{k} {v / max(self.records, 1):.2%}"
+                                    for k, v in (self.records_by_truth_evidence or {}).items())
+            + f" of records by evidence (profile {self.profile})",
             f"wrote    {self.out} in {self.seconds:.1f}s ({rate:,.0f} records/s)",
         ]
 
@@ -91,15 +97,18 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
     # fleet and traffic plan; the fleet grows until the record target fits comfortably
     scale = params.fleet_scale or 1.0
     for attempt in range(MAX_SCALE_TRIES):
-        fleet = build_fleet(params, window, rng=_rng(params.seed, attempt, 1), scale=scale)
+        fleet = build_fleet(params, window, rng=_rng(params.seed, attempt, 1), scale=scale,
+                            rng_extra=_rng(params.seed, attempt, 5))
         pairs, weights, base, load = plan_traffic(fleet, params, window, target=target, rng=_rng(params.seed, attempt, 2))
         if params.fleet_scale is not None or load <= 0.5:
             break
         scale *= float(np.sqrt(load / TARGET_LOAD))
     conns = persistent_connections(pairs, params, window, rng=_rng(params.seed, attempt, 3))
     held = holdings(fleet, window)
-    ev = track(held, params, rng=_rng(params.seed, attempt, 4))
+    ev = track(held, params, rng=_rng(params.seed, attempt, 4), rng_extra=_rng(params.seed, attempt, 6))
     lk = Lookup(fleet, params)
+    index = HoldingIndex(held, len(fleet.ips))
+    evidence_counts = np.zeros(len(EVIDENCE), dtype=np.int64)
 
     plan = chunks(window, params, target)
     bar = tqdm(total=window.n_intervals, desc="simulating", unit="interval", disable=not progress)
@@ -113,7 +122,9 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
                                    rng=_rng(params.seed, attempt, 100 + ci), i0=i0, i1=i1)
             table = flows_table(rec, lk, window)
             files = flow_files(rec, lk, window, params, next_seq)
-            truth = truth_flows_table(rec, lk, window)
+            evidence = record_evidence(rec, index, fleet, window)
+            evidence_counts += np.bincount(evidence.code, minlength=len(EVIDENCE))
+            truth = truth_flows_table(rec, lk, window, evidence)
             n_records += len(rec)
             n_files += len(files)
             for fut in pending:  # at most one chunk in flight while the next is generated
@@ -137,13 +148,15 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
     bar.close()
 
     manifest = _manifest(params, window, fleet, n_records, n_files, ev, len(ev_files), scale, target, len(plan))
+    manifest["counts"]["records_by_truth_evidence"] = {k: int(v) for k, v in zip(EVIDENCE, evidence_counts)}
     output.write_bytes(TRUTH_MANIFEST_KEY, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return SimSummary(
         out=out, window_start=iso_utc(window.start_ms), window_end=iso_utc(window.end_ms),
         records=n_records, flow_files=n_files, events_written=len(ev.ip), event_files=len(ev_files),
         events_lost=ev.lost, events_duplicated=ev.duplicated, holders=int(np.sum(fleet.h_kind != K_EXTERNAL)),
         workloads=sum(1 for w in fleet.workloads if w.domain is not None), fleet_scale=scale,
-        seconds=time.monotonic() - t0,
+        seconds=time.monotonic() - t0, profile=params.profile,
+        records_by_truth_evidence=manifest["counts"]["records_by_truth_evidence"],
     )
 
 
@@ -170,6 +183,10 @@ def _manifest(params: SimParams, window: Window, fleet: Fleet, n_records: int, n
             "events_written": len(ev.ip),
             "events_lost": ev.lost,
             "events_duplicated": ev.duplicated,
+            "events_resent": ev.resent,
+            "events_lag_tail": ev.lag_tail,
+            "handovers_both_lost": ev.handovers_both_lost,
+            "handovers_late_assign": ev.handovers_late_assign,
             "event_files": n_event_files,
             "ip_reuses": int(len(gaps)),
             "ip_reuses_within_10s": int(np.sum(gaps <= 10_000)),

@@ -250,8 +250,14 @@ def _hex_id(rng: np.random.Generator, digits: int, used: set[str], prefix: str) 
             return text
 
 
-def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, scale: float) -> Fleet:
-    """Plan workloads and holders and assign addresses over the window (and its history)."""
+def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, scale: float,
+                rng_extra: np.random.Generator | None = None) -> Fleet:
+    """Plan workloads and holders and assign addresses over the window (and its history).
+
+    ``rng_extra`` draws what only non-default knobs use (per-slot sidecars, NAT churn), so the
+    default profile consumes ``rng`` exactly as before and its output stays identical."""
+    extra = rng_extra if rng_extra is not None else np.random.default_rng([params.seed, 5])
+    slot_sidecar = params.no_sidecar_lifetime_factor != 1.0
     specs, edges = plan_workloads(params, rng, scale=scale)
     n_az = len(params.availability_zones)
     w0, w1 = window.start_ms, window.end_ms
@@ -261,9 +267,11 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
     heap: list[tuple[int, int, int, int]] = []  # (time, order, seq, holder)  order 0 = release first
     seq = 0
 
-    def add_holder(w: int, az: int, start: int, end: int, reserved_v4: int | None = None) -> None:
+    def add_holder(w: int, az: int, start: int, end: int, reserved_v4: int | None = None,
+                   no_sidecar: bool | None = None) -> None:
         nonlocal seq
-        rows.append({"w": w, "az": az, "from": int(start), "to": int(end), "v4": reserved_v4, "v6": None})
+        rows.append({"w": w, "az": az, "from": int(start), "to": int(end), "v4": reserved_v4, "v6": None,
+                     "nosc": no_sidecar})
         h = len(rows) - 1
         heapq.heappush(heap, (int(start), 1, seq, h))
         seq += 1
@@ -277,6 +285,11 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
             for slot in range(s.replicas):
                 az = (slot + w) % n_az
                 life = s.lifetime_ms
+                nosc = None
+                if slot_sidecar and s.kind != K_LB:  # every holder of this slot alike
+                    nosc = bool(extra.random() < params.no_sidecar_share)
+                    if nosc:
+                        life *= params.no_sidecar_lifetime_factor
                 if s.kind == K_CONTAINER:
                     age = rng.uniform(0, min(2 * life, history))
                 else:
@@ -284,16 +297,29 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
                 start = w0 - int(age)
                 end = w0 + int(rng.exponential(life))
                 while True:
-                    add_holder(w, az, start, end if end < w1 + HOUR_MS else FOREVER)
+                    add_holder(w, az, start, end if end < w1 + HOUR_MS else FOREVER, no_sidecar=nosc)
                     if end >= w1 + HOUR_MS:
                         break
                     start = end + int(rng.uniform(-30_000, 60_000))
                     if start >= w1:
                         break
                     end = start + max(60_000, int(rng.exponential(life)))
-        elif s.kind == K_NAT:
+        elif s.kind == K_NAT and params.nat_lifetime_h is None:
             for slot in range(s.replicas):
                 add_holder(w, slot % n_az, w0 - history, FOREVER)
+        elif s.kind == K_NAT:  # NAT gateways replaced over time (mean life nat_lifetime_h)
+            life = params.nat_lifetime_h * HOUR_MS
+            for slot in range(s.replicas):
+                start = w0 - history
+                end = w0 + int(extra.exponential(life))
+                while True:
+                    add_holder(w, slot % n_az, start, end if end < w1 + HOUR_MS else FOREVER)
+                    if end >= w1 + HOUR_MS:
+                        break
+                    start = end + int(extra.uniform(-30_000, 60_000))
+                    if start >= w1:
+                        break
+                    end = start + max(60_000, int(extra.exponential(life)))
 
     reuse_targets = [i for i, s in enumerate(specs) if s.kind in (K_INSTANCE, K_CONTAINER)]
     # per az: free addresses and their release times, in release order (the sweep is chronological)
@@ -342,6 +368,10 @@ def build_fleet(params: SimParams, window: Window, *, rng: np.random.Generator, 
     boot = np.where(lbnat, rng.integers(200, 2_000, size=n), rng.integers(500, max(501, params.boot_max_ms), size=n))
     drain = np.where(lbnat, rng.integers(200, 1_000, size=n), rng.integers(200, max(201, params.drain_max_ms), size=n))
     sidecar = ((kind == K_INSTANCE) | (kind == K_CONTAINER)) & (rng.random(n) >= params.no_sidecar_share)
+    if slot_sidecar:  # slot holders follow their slot; reuse holders keep the per-holder draw
+        nosc = np.array([r["nosc"] is True for r in rows], dtype=bool)
+        by_slot = np.array([r["nosc"] is not None for r in rows], dtype=bool)
+        sidecar = np.where(by_slot, ~nosc, sidecar) & ((kind == K_INSTANCE) | (kind == K_CONTAINER))
     used: set[str] = set()
     prefix = {K_INSTANCE: "i-", K_CONTAINER: "ctr-", K_LB: "eni-", K_NAT: "nat-"}
     digits = {K_INSTANCE: 17, K_CONTAINER: 16, K_LB: 17, K_NAT: 17}

@@ -4,19 +4,67 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from flowlake.config import ComponentConfig
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
+# Named presets (``--profile``, ``profile:`` in conf/sim.yaml, FLOWLAKE_SIM__PROFILE). A profile
+# overrides conf/sim.yaml; the environment and explicit options/keywords override the profile.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The tracker misbehaving (issue 12): minute-long lag tails, lost events on both sides of a
+    # handover, duplicates and re-sends, reuse within seconds, and churn of event-only addresses.
+    "hostile": {
+        "event_loss_share": 0.05,
+        "event_duplicate_share": 0.08,
+        "event_resend_share": 0.03,
+        "event_lag_tail_share": 0.05,
+        "handover_both_lost_share": 0.04,
+        "handover_late_assign_share": 0.05,
+        "reuse_share": 0.7,
+        "fast_reuse_share": 0.6,
+        "no_sidecar_share": 0.3,
+        "no_sidecar_lifetime_factor": 0.1,
+        "lb_node_lifetime_h": 2.0,
+        "nat_lifetime_h": 3.0,
+    },
+}
+ProfileName = Literal["default", "hostile"]
+assert set(PROFILES) == set(ProfileName.__args__)  # type: ignore[attr-defined]
+
+
+class _ProfileSource(PydanticBaseSettingsSource):
+    """The chosen profile's preset values, between the environment and the YAML file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], lower: tuple[PydanticBaseSettingsSource, ...]) -> None:
+        super().__init__(settings_cls)
+        self._lower = lower
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        name = self.current_state.get("profile")  # from init keywords or the environment
+        for source in self._lower:
+            if name is not None:
+                break
+            name = source().get("profile")
+        # an unknown name yields no preset; field validation then names the allowed values
+        return dict(PROFILES.get(str(name or "default"), {}))
+
 
 class SimParams(ComponentConfig):
     """Everything that shapes a simulated fleet; same seed + params -> byte-identical output."""
 
     component: str = "sim"
+    profile: ProfileName = Field("default", description="named preset (PROFILES) applied under env and options")
 
     # window and size
     seed: int = 7
@@ -50,6 +98,10 @@ class SimParams(ComponentConfig):
     instance_lifetime_h: float = Field(48.0, gt=0)
     container_lifetime_h: float = Field(2.0, gt=0)
     lb_node_lifetime_h: float = Field(24.0, gt=0)
+    nat_lifetime_h: float | None = Field(None, gt=0, description="mean NAT gateway life; None = permanent")
+    no_sidecar_lifetime_factor: float = Field(
+        1.0, gt=0, description="holders without a sidecar live this times their workload's mean life; "
+        "!= 1 decides the sidecar per slot (all holders of a slot alike)")
     reuse_share: float = Field(0.5, ge=0, le=1, description="share of released IPv4 addresses handed to another workload")
     fast_reuse_share: float = Field(0.3, ge=0, le=1, description="share of those reuses within min_reuse_gap..fast_reuse_max_gap")
     min_reuse_gap_ms: int = Field(3000, ge=0)
@@ -73,6 +125,12 @@ class SimParams(ComponentConfig):
     publish_delay_max_ms: int = Field(1_200_000, ge=0)
     event_loss_share: float = Field(0.02, ge=0, le=1)
     event_duplicate_share: float = Field(0.03, ge=0, le=1)
+    event_resend_share: float = Field(0.0, ge=0, le=1, description="events sent again with a later published_ms")
+    event_lag_tail_share: float = Field(0.0, ge=0, le=1, description="events whose lag comes from the heavy tail")
+    event_lag_tail_max_ms: int = Field(300_000, ge=0, description="tail lags are log-uniform in max_event_lag_ms..this")
+    handover_both_lost_share: float = Field(0.0, ge=0, le=1, description="handovers losing the unassign AND the next assign")
+    handover_late_assign_share: float = Field(
+        0.0, ge=0, le=1, description="handovers losing the unassign whose next assign lags from the tail")
     republish_max_ms: int = Field(7_200_000, gt=60_000)
     event_file_minutes: int = Field(5, gt=0)
     event_jsonl_share: float = Field(0.3, ge=0, le=1)
@@ -88,6 +146,20 @@ class SimParams(ComponentConfig):
         parse_utc(value)
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = super().settings_customise_sources(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
+        high, low = sources[:2], sources[2:]  # (init, env), then the YAML file if any
+        return (*high, _ProfileSource(settings_cls, low), *low)
+
     @model_validator(mode="after")
     def _consistent(self) -> "SimParams":
         interval_ms = self.interval_s * 1000
@@ -99,6 +171,11 @@ class SimParams(ComponentConfig):
             raise ValueError("replicas_max must be >= replicas_min")
         if self.publish_delay_max_ms < self.publish_delay_min_ms:
             raise ValueError("publish_delay_max_ms must be >= publish_delay_min_ms")
+        tail = self.event_lag_tail_share > 0 or self.handover_late_assign_share > 0
+        if tail and self.event_lag_tail_max_ms < self.max_event_lag_ms:
+            raise ValueError("event_lag_tail_max_ms must be >= max_event_lag_ms (the tail starts there)")
+        if self.handover_both_lost_share + self.handover_late_assign_share > 1:
+            raise ValueError("handover_both_lost_share + handover_late_assign_share must be <= 1")
         if self.fast_reuse_max_gap_ms < self.min_reuse_gap_ms:
             raise ValueError("fast_reuse_max_gap_ms must be >= min_reuse_gap_ms")
         if not self.availability_zones:

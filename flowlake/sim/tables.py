@@ -24,6 +24,7 @@ from flowlake.sim.events import Events, Holdings
 from flowlake.sim.fleet import FOREVER, KINDS, Fleet
 from flowlake.sim.flows import Records
 from flowlake.sim.params import SimParams, Window
+from flowlake.sim.truth import EVIDENCE, Evidence
 
 TRUTH_FLOWS_PREFIX = "truth/flows"
 TRUTH_OWNERSHIP_PREFIX = "truth/ownership"
@@ -109,8 +110,8 @@ def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams,
     return out
 
 
-def truth_flows_table(rec: Records, lk: Lookup, window: Window) -> pa.Table:
-    """One row per raw record: its key plus the true remote workload and kind."""
+def truth_flows_table(rec: Records, lk: Lookup, window: Window, evidence: Evidence) -> pa.Table:
+    """One row per raw record: its key, the true remote workload and kind, and the evidence naming it."""
     rh = rec.remote_holder
     istart = window.start_ms + rec.interval.astype(np.int64) * window.interval_ms
     fleet = lk.fleet
@@ -129,6 +130,8 @@ def truth_flows_table(rec: Records, lk: Lookup, window: Window) -> pa.Table:
         "true_remote_instance_id": lk.instance_or_null.take(pa.array(rh)),
         "true_remote_availability_zone": lk.holder_az(rh),
         "remote_has_sidecar": pa.array(fleet.h_sidecar[rh]),
+        "truth_evidence": pa.array(list(EVIDENCE), pa.string()).take(pa.array(evidence.code.astype(np.int64))),
+        "truth_assign_event_ms": pa.array(evidence.assign_event_ms, mask=evidence.assign_event_ms < 0),
     })
 
 
@@ -151,6 +154,8 @@ def ownership_table(held: Holdings, lk: Lookup, window: Window) -> pa.Table:
         "has_sidecar": pa.array(fleet.h_sidecar[h]),
         "assign_event_lost": pa.array(held.assign_lost),
         "unassign_event_lost": pa.array(held.unassign_lost, mask=~has_un),
+        "assign_event_ms": pa.array(held.assign_event_ms),
+        "unassign_event_ms": pa.array(held.unassign_event_ms, mask=~has_un),
     })
 
 

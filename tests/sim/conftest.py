@@ -23,6 +23,10 @@ STRESS = dict(
 )
 
 
+# the hostile profile (issue 12) on a small window: every planted tracker failure occurs
+HOSTILE = dict(profile="hostile", seed=5, hours=2, records=30_000)
+
+
 def make_params(**kw) -> SimParams:
     return SimParams(**kw)
 
@@ -84,3 +88,22 @@ def stress_out(tmp_path_factory) -> SimOut:
 @pytest.fixture(scope="session")
 def stress_flows(stress_out) -> pd.DataFrame:
     return stress_out.flows()
+
+
+@pytest.fixture(scope="session")
+def hostile_out(tmp_path_factory) -> SimOut:
+    root = str(tmp_path_factory.mktemp("sim_hostile"))
+    params = make_params(**HOSTILE)
+    summary = simulate(out=root, params=params, progress=False)
+    return SimOut(root, params, summary)
+
+
+@pytest.fixture(scope="session", params=["stress", "hostile"])
+def sim_out(request) -> SimOut:
+    """The invariants hold in every profile: the stress run, then the hostile one."""
+    return request.getfixturevalue(f"{request.param}_out")
+
+
+@pytest.fixture(scope="session")
+def sim_flows(sim_out) -> pd.DataFrame:
+    return sim_out.flows()

@@ -22,14 +22,14 @@ def _owner_at(ownership: pd.DataFrame, ips: pd.Series, at_ms: pd.Series) -> pd.D
     return m.assign(held=held)
 
 
-def test_one_holder_at_a_time_and_reuse_gap(stress_out):
-    o = stress_out.ownership().sort_values(["ip", "from_ms"])
+def test_one_holder_at_a_time_and_reuse_gap(sim_out):
+    o = sim_out.ownership().sort_values(["ip", "from_ms"])
     assert len(o) > 100
     same = o.ip.eq(o.ip.shift())
     prev_to = o.to_ms.shift()
     assert not (same & prev_to.isna()).any(), "an ip was assigned again while its holder never released it"
     gaps = (o.from_ms - prev_to)[same]
-    assert (gaps >= stress_out.params.min_reuse_gap_ms).all(), gaps.min()
+    assert (gaps >= sim_out.params.min_reuse_gap_ms).all(), gaps.min()
     assert (gaps <= 10_000).sum() >= 5, "no fast (3-10 s) reuses"
     assert (gaps > 60_000).sum() >= 5, "no slow reuses"
     prev_w = o.workload.shift()
@@ -37,16 +37,16 @@ def test_one_holder_at_a_time_and_reuse_gap(stress_out):
     assert (o.to_ms.isna() | (o.to_ms > o.from_ms)).all()
     assert not o.duplicated(["ip", "instance_id"]).any()
     # long-lived holders were assigned days before the window
-    start = pd.Timestamp(stress_out.params.start).value // 1_000_000
+    start = pd.Timestamp(sim_out.params.start).value // 1_000_000
     assert (o.from_ms < start - 86_400_000).sum() > 10
     assert set(o.kind) == {"instance", "container", "load_balancer", "nat_gateway"}
 
 
-def test_records_lie_within_both_holdings(stress_out, stress_flows):
-    o = stress_out.ownership()
-    truth = stress_out.truth()
-    df = stress_flows.merge(truth, on=RECORD_KEY + ["first_start_ms"], validate="one_to_one")
-    assert len(df) == len(stress_flows)
+def test_records_lie_within_both_holdings(sim_out, sim_flows):
+    o = sim_out.ownership()
+    truth = sim_out.truth()
+    df = sim_flows.merge(truth, on=RECORD_KEY + ["first_start_ms"], validate="one_to_one")
+    assert len(df) == len(sim_flows)
     local = _owner_at(o, df.local_ip, df.first_start_ms)
     assert local.held.all(), "a record's local side did not hold local_ip at first_start_ms"
     assert (local.instance_id.values == df.instance_id.values).all()
@@ -73,9 +73,9 @@ def test_records_lie_within_both_holdings(stress_out, stress_flows):
     assert sub.remote_ip.isin(reused[reused > 1].index).sum() > 100
 
 
-def test_both_sides_of_sidecar_connections(stress_out, stress_flows):
-    truth = stress_out.truth()
-    df = stress_flows.merge(truth, on=RECORD_KEY + ["first_start_ms"], validate="one_to_one")
+def test_both_sides_of_sidecar_connections(sim_out, sim_flows):
+    truth = sim_out.truth()
+    df = sim_flows.merge(truth, on=RECORD_KEY + ["first_start_ms"], validate="one_to_one")
     out = df[(df.direction == "outbound") & df.remote_has_sidecar]
     inb = df[df.direction == "inbound"]
     assert len(out) > 1000
@@ -98,8 +98,8 @@ def test_both_sides_of_sidecar_connections(stress_out, stress_flows):
     assert (seg[same] == 0).all()
 
 
-def test_inbound_from_non_sidecar_peers(stress_out):
-    truth = stress_out.truth()
+def test_inbound_from_non_sidecar_peers(sim_out):
+    truth = sim_out.truth()
     inb = truth[truth.direction == "inbound"]
     assert (~inb.remote_has_sidecar).sum() > 100
     hot = inb[inb.true_remote_kind.isin(["load_balancer", "nat_gateway"])]
