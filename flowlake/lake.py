@@ -55,6 +55,12 @@ IP_OWNERSHIP = Table("silver/ip_ownership", VALID_FROM, (), (
     "instance_id string, kind string, region string, availability_zone string"))
 OWNERSHIP_CONFLICTS = Table("silver/ip_ownership_conflicts", VALID_FROM, (),
                             "ip string, valid_from_ms bigint, valid_to_ms bigint, owners array<string>")
+OWNERSHIP_DOUBTS = Table("silver/ip_ownership_doubts", VALID_FROM, (),
+                         "ip string, valid_from_ms bigint, valid_to_ms bigint, reason string")
+TRACKER_LAG = Table("_meta/tracker_lag", ddl=(
+    "run_id string, start_ms bigint, end_ms bigint, pairs bigint, quantile double, lag_quantile_ms bigint, "
+    "lag_max_ms bigint, margin_ms bigint, margin_source string, lifetime_quantile double, "
+    "lifetime_quantile_ms bigint, computed_at_ms bigint"))
 FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",))
 APP_DEPENDENCIES = Table("gold/app_dependencies", HOUR_START)
 TRAFFIC_HOURLY = Table("gold/traffic_hourly", HOUR_START)
@@ -72,7 +78,7 @@ CAPACITY_FORECAST_SUMMARY = Table("gold/capacity_forecast_summary")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, RUNS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
-    FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
+    OWNERSHIP_DOUBTS, TRACKER_LAG, FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
     SEGMENTS, SEGMENT_QUALITY, ALLOW_RULES, PATH_VALIDATION, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY,
 )}
 LOCK_FILE = "_meta/writer.lock"

@@ -33,11 +33,26 @@ class AttributionParams(BaseModel):
 
     handshake_tolerance_ms: int = Field(1000, ge=0)
     heartbeat_max_gap_ms: int = Field(900_000, gt=0)
+    # fallback lag margin: used when a run has fewer than lag_min_pairs sidecar holdings to learn it from
     event_lag_margin_ms: int = Field(30_000, ge=0)
+    # the learned margin: this quantile of the tracker's lag behind sidecar-proven changes, within [floor, cap]
+    lag_quantile: float = Field(0.999, gt=0, le=1)
+    lag_margin_floor_ms: int = Field(10_000, ge=0)
+    lag_margin_cap_ms: int = Field(600_000, ge=0)
+    lag_min_pairs: int = Field(30, ge=1)
+    # stale-range guard: an event range longer than this quantile of observed holding lifetimes, whose end
+    # another holder proves, is only trusted that long
+    stale_lifetime_quantile: float = Field(0.99, gt=0, le=1)
     cidr_classes: list[CidrClass] = Field(default_factory=list)
     # Above this many ownership change points the as-of join stops broadcasting
     # them and joins on (ip, time bucket) instead.
     broadcast_max_rows: int = Field(2_000_000, gt=0)
+
+    @model_validator(mode="after")
+    def _floor_below_cap(self) -> "AttributionParams":
+        if self.lag_margin_floor_ms > self.lag_margin_cap_ms:
+            raise ValueError("attribution.lag_margin_floor_ms must be <= attribution.lag_margin_cap_ms")
+        return self
 
 
 class IngestParams(BaseModel):

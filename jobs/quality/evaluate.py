@@ -4,7 +4,14 @@ For flowlake's attribution and for a naive baseline that applies IP events in
 arrival order (as a streaming consumer would: the state at a flow's start is
 the last event *published* before it), report per method how many records it
 attributed, how many of those name the wrong workload, and how many stay
-unattributed. Also checks that no record was lost or duplicated.
+unattributed (for flowlake, by ``attribution_note``). The **floor** is the
+share of records whose owner no evidence names (simulator ``truth_evidence``
+``none``): no attributor can go below it without guessing. Also checks that
+no record was lost or duplicated.
+
+The naive baseline knows only the tracker's events: it has no CIDR classes, so
+records to external peers (``truth_evidence`` ``cidr``) count as unattributed
+for it, and it has no heartbeats either.
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ from flowlake.jobs.silver.asof import asof_join
 
 TRUTH_DDL = ", ".join(
     ["instance_id string", "interval_start_ms bigint", "local_ip string", "local_port int", "remote_ip string",
-     "remote_port int", "direction string", "true_remote_workload string", "true_remote_kind string"]
+     "remote_port int", "direction string", "true_remote_workload string", "true_remote_kind string",
+     "truth_evidence string"]
 )
+EVIDENCE_NONE = "none"
+NAIVE_LEAVES_OUT = ("the naive baseline applies tracker events in arrival order only: it has no CIDR classes "
+                    "(external peers count as unattributed for it) and no heartbeats")
 
 
 @dataclass
@@ -32,6 +43,7 @@ class Score:
     unattributed: int = 0
     misattributed: int = 0
     by_method: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_note: dict[str, int] = field(default_factory=dict)  # unattributed records by attribution_note
 
     @property
     def misattributed_pct(self) -> float:
@@ -51,12 +63,19 @@ class Evaluation:
     duplicated: int
     flowlake: Score
     naive: Score
+    floor: int = 0  # records no evidence names (truth_evidence none)
+    floor_unattributed: int = 0  # of those, left unattributed by flowlake
+
+    @property
+    def floor_pct(self) -> float:
+        return 100.0 * self.floor / max(self.flowlake.records, 1)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         for name in ("flowlake", "naive"):
             s: Score = getattr(self, name)
             d[name].update(misattributed_pct=s.misattributed_pct, unattributed_pct=s.unattributed_pct)
+        d.update(floor_pct=self.floor_pct, naive_leaves_out=NAIVE_LEAVES_OUT)
         return d
 
     def table(self) -> str:
@@ -72,6 +91,13 @@ class Evaluation:
                              f"{100.0 * c['records'] / max(s.records, 1):>7.2f}%")
             lines.append(f"{name:<10} {'TOTAL':<13} {s.records:>10} {s.misattributed:>14}   "
                          f"misattributed {s.misattributed_pct:.3f}%, unattributed {s.unattributed_pct:.3f}%")
+        f = self.flowlake
+        lines.append(f"flowlake unattributed by note: " + (", ".join(
+            f"{note} {n} ({100.0 * n / max(f.records, 1):.3f}%)" for note, n in sorted(f.by_note.items())) or "none"))
+        lines.append(f"floor (no evidence names the owner, truth_evidence none): {self.floor} records "
+                     f"({self.floor_pct:.3f}%), {self.floor_unattributed} of them unattributed; flowlake unattributed "
+                     f"{f.unattributed_pct:.3f}% = floor + {f.unattributed_pct - self.floor_pct:.3f} pp")
+        lines.append(f"note: {NAIVE_LEAVES_OUT}")
         return "\n".join(lines)
 
 
@@ -107,17 +133,22 @@ def score(labelled: DataFrame, *, workload_col: str, method_col: str | None) -> 
 
 def transform(attributed: DataFrame, truth: DataFrame, events: DataFrame, bronze: DataFrame) -> Evaluation:
     """Compare the lake's attributed records, and the naive baseline, with the truth."""
-    truth = truth.select(*RECORD_KEY, "true_remote_workload", "true_remote_kind")
+    truth = truth.select(*RECORD_KEY, "true_remote_workload", "true_remote_kind", "truth_evidence")
     dup = attributed.groupBy(*RECORD_KEY).count().where("count > 1").count()
     joined = attributed.join(truth, RECORD_KEY, "inner")
     missing = truth.join(attributed.select(*RECORD_KEY), RECORD_KEY, "left_anti").count()
     extra = attributed.select(*RECORD_KEY).join(truth, RECORD_KEY, "left_anti").count()
     ours = score(joined, workload_col="remote_workload", method_col="remote_attribution")
+    if "attribution_note" in attributed.columns:
+        ours.by_note = {r[0] or "(none)": r[1] for r in joined.where(F.col("remote_workload").isNull())
+                        .groupBy("attribution_note").count().collect()}
+    floor = joined.where(F.col("truth_evidence") == EVIDENCE_NONE).agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.col("remote_workload").isNull().cast("long")).alias("u")).first()
     naive = naive_attribution(bronze.select(*RECORD_KEY, "first_start_ms"), events).join(truth, RECORD_KEY, "inner")
     theirs = score(naive, workload_col="naive_workload", method_col=None)
     return Evaluation(
         truth_records=truth.count(), lake_records=attributed.count(), missing=missing, extra=extra,
-        duplicated=dup, flowlake=ours, naive=theirs,
+        duplicated=dup, flowlake=ours, naive=theirs, floor=int(floor["n"] or 0), floor_unattributed=int(floor["u"] or 0),
     )
 
 

@@ -8,6 +8,7 @@ reads the published ``silver/ip_ownership``, gold reads silver.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +23,10 @@ from flowlake.jobs.run.stage_names import STAGE_NAMES
 from flowlake.jobs.silver import attribute, ownership
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, RUNS,
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
+    OWNERSHIP_DOUBTS, RUNS, TRACKER_LAG,
 )
+from flowlake.jobs.run import io
 
 OWNER_KEY = ["ip", "source"]
 OWNER_COLUMNS = ["workload", "instance_id", "kind", "region", "availability_zone"]
@@ -70,12 +73,17 @@ def ownership_stage(ctx: RunContext) -> None:
     """Ownership ranges of the span, spliced into the published ranges (open holdings stay open)."""
     span = ctx.the_span
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
-    ranges, conflicts = ownership.transform(evidence, ctx.read(BRONZE_IP_EVENTS), params=ctx.config.attribution)
+    events, params = ctx.read(BRONZE_IP_EVENTS), ctx.config.attribution
+    lag = ownership.tracker_lag(evidence, events, params=params)  # learned from the span's sidecar holdings
+    ctx.echo(f"  ownership: tracker lag margin {lag.margin_ms} ms ({lag.margin_source}, {lag.pairs} pair(s))")
+    ranges, conflicts, doubts = ownership.build(evidence, events, params=params, lag_margin_ms=lag.margin_ms,
+                                                stale_after_ms=lag.lifetime_quantile_ms)
     # nothing published beyond this window: holdings reaching past its end stay open
     open_end = ctx.read(RUNS).where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}
     for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
-                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"])):
+                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"]),
+                                       (OWNERSHIP_DOUBTS, doubts, ["ip"], ["reason"])):
         stored = ctx.read(table)
         rows = splice(touching(stored, from_ms=span.from_ms, to_ms=span.end_ms), computed, key=key, same=same,
                       from_ms=span.from_ms, to_ms=span.end_ms, open_end=open_end)
@@ -85,6 +93,10 @@ def ownership_stage(ctx: RunContext) -> None:
     for table, rows in spliced.items():
         ctx.publish(rows, table, predicate=touching_predicate(from_ms=span.from_ms, to_ms=span.end_ms))
     ctx.counts["ownership"] = owned.count()
+    meta = {**lag.row(), "run_id": ctx.run_id, "start_ms": span.from_ms, "end_ms": span.end_ms,
+            "computed_at_ms": ctx.now_ms if ctx.now_ms is not None else int(time.time() * 1000)}
+    row = tuple(meta[c.split()[0]] for c in TRACKER_LAG.ddl.split(", "))
+    io.append(ctx.spark.createDataFrame([row], TRACKER_LAG.ddl), ctx.lake, TRACKER_LAG)
 
 
 def attribute_stage(ctx: RunContext) -> None:
@@ -94,8 +106,10 @@ def attribute_stage(ctx: RunContext) -> None:
     stored = ctx.read(IP_OWNERSHIP)
     owned = stored.where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
                          & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
+    doubts = ctx.read(OWNERSHIP_DOUBTS).where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
+                                              & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
     attributed = attribute.transform(flows, owned, params=ctx.config.attribution,
-                                     known_ips=stored.select("ip")).persist()
+                                     known_ips=stored.select("ip"), doubts=doubts).persist()
     ctx.gate("attribute", lambda: suites.silver_suite(attributed, flows,
                                                       min_attributed_share=ctx.quality.min_attributed_share))
     ctx.publish(attributed, FLOWS_ATTRIBUTED)

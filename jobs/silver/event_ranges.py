@@ -1,7 +1,25 @@
 """Event ranges: who held each IP according to the tracker's assign/unassign events.
 
 Per IP, in event-time order (never arrival order), with duplicates removed
-(see :mod:`flowlake.jobs.silver.ownership` for the rules and the lag margin).
+(see :mod:`flowlake.jobs.silver.ownership` for the rules). The tracker's
+``event_ms`` lags the true change by up to the lag margin ``M`` (learned per run
+from sidecar holdings, see :func:`flowlake.jobs.silver.ownership.tracker_lag`).
+Cuts are asymmetric: a range loses time to the margin only where another
+workload could have taken the address.
+
+* Holder A unassigned at ``u``, next assign of another workload B at ``a``:
+  A ends at ``min(u, a - M)``; B starts at ``a``, or earlier at ``max(u, a - M)``
+  when A's unassign came first (A had released by ``u``, B's assign lags it by
+  at most ``M``). ``[a - M, u)``, if not empty, is doubt (``lag margin``).
+* A unassigned and no assign within ``M`` after: A keeps every second until ``u``.
+* A's unassign lost, next assign B at ``a``: A ends at ``a - M``, ``[a - M, a)``
+  is doubt (``lag margin``).
+* The next holder is the same workload (another instance): no margin, the
+  address stays that workload's either way.
+* An unassign naming an instance that never held the address before (its
+  assign was lost) after more than ``M`` of A's holding: another holder came
+  after A, so A's range ends there; and past a high quantile of holding
+  lifetimes it ends earlier, the rest is doubt (``guard: stale range``).
 """
 
 from __future__ import annotations
@@ -14,77 +32,192 @@ from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
 
 EVENT_BUCKETS = 16
+KIND_RANGE = "range"
+KIND_DOUBT = "doubt"
+NOTE_LAG_MARGIN = "lag margin"
+NOTE_STALE_RANGE = "guard: stale range"
 EVENT_RANGE_DDL = (
     "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
     "valid_from_ms bigint, valid_to_ms bigint"
 )
+# ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`)
+EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string"
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _range_frame(rows: list[dict]) -> pd.DataFrame:
-    cols = [c.split()[0] for c in EVENT_RANGE_DDL.split(", ")]
+def _range_frame(rows: list[dict], ddl: str = EVENT_RANGE_DDL) -> pd.DataFrame:
+    cols = [c.split()[0] for c in ddl.split(", ")]
     return pd.DataFrame(rows, columns=cols).astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
 
 
-def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int) -> pd.DataFrame:
+def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int,
+                        stale_after_ms: int | None = None) -> pd.DataFrame:
     """Holding ranges of one ip from its (deduplicated) events; pure Python, unit-testable.
 
     ``events`` has the contract's event columns. Returns EVENT_RANGE_DDL rows
     with valid_to_ms = None for a holding still open after the last event.
     """
-    return _range_frame(event_range_rows(events, lag_margin_ms=lag_margin_ms))
+    rows = event_rows(events, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)
+    return _range_frame([r for r in rows if r["row_kind"] == KIND_RANGE])
 
 
-def event_range_rows(events: pd.DataFrame, *, lag_margin_ms: int) -> list[dict]:
+def event_doubts_for_ip(events: pd.DataFrame, *, lag_margin_ms: int,
+                        stale_after_ms: int | None = None) -> pd.DataFrame:
+    """The doubt rows (ip, valid_from_ms, valid_to_ms, note) of one ip's events."""
+    rows = event_rows(events, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)
+    return _range_frame([r for r in rows if r["row_kind"] == KIND_DOUBT], EVENT_ROWS_DDL)[
+        ["ip", "valid_from_ms", "valid_to_ms", "note"]]
+
+
+def event_range_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None) -> list[dict]:
     """The rows of :func:`event_ranges_for_ip` as dicts."""
+    return [r for r in event_rows(events, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)
+            if r["row_kind"] == KIND_RANGE]
+
+
+def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None) -> list[dict]:
+    """Ranges and doubts (EVENT_ROWS_DDL dicts) of one ip, by the rules of the module doc.
+
+    ``stale_after_ms``: a holding longer than this whose end another holder's
+    unassign proves is only trusted this long (None: no such guard).
+    """
     order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
     order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
+    m = lag_margin_ms
     out: list[dict] = []
     current: dict | None = None
+    seen: set[str | None] = set()  # instances that held the address (by an assign)
+    # the last holding ended by its own unassign, while no event followed: (row in out, unassign ms)
+    released: tuple[dict, int] | None = None
 
-    def close(at_ms: int) -> None:
-        end = at_ms - lag_margin_ms
-        if current is not None and end > current["valid_from_ms"]:
-            out.append({**current, "valid_to_ms": end})
+    def emit(holding: dict, end: int | None) -> dict | None:
+        if end is not None and end <= holding["valid_from_ms"]:
+            return None
+        row = {**holding, "valid_to_ms": end, "row_kind": KIND_RANGE, "note": None}
+        out.append(row)
+        return row
+
+    def doubt(ip: str, start: int, end: int, note: str) -> None:
+        if end > start:
+            out.append({"ip": ip, "workload": None, "instance_id": None, "kind": None, "region": None,
+                        "availability_zone": None, "valid_from_ms": int(start), "valid_to_ms": int(end),
+                        "row_kind": KIND_DOUBT, "note": note})
 
     for ev in order.itertuples(index=False):
-        inst, workload = _text(ev.instance_id), _text(ev.workload)
+        inst, workload, at = _text(ev.instance_id), _text(ev.workload), int(ev.event_ms)
         if ev.action == ACTION_ASSIGN:
             if workload is None:
                 continue  # an assign must name a workload; ingest quarantines such rows
             if current is not None and current["workload"] == workload and current["instance_id"] == inst:
-                continue  # the same holder again (refresh or duplicate)
-            if current is not None:
-                close(ev.event_ms)
+                continue  # the same holder again (refresh, duplicate or re-send)
+            start = at
+            if current is not None:  # the previous holder's unassign is lost (or lags behind this assign)
+                if current["workload"] == workload:
+                    emit(current, at)  # same workload: the address is that workload's either way
+                else:
+                    end = at - m
+                    if stale_after_ms is not None and end - current["valid_from_ms"] > stale_after_ms:
+                        end = current["valid_from_ms"] + stale_after_ms
+                        doubt(ev.ip, end, at - m, NOTE_STALE_RANGE)
+                    emit(current, end)
+                    doubt(ev.ip, max(at - m, current["valid_from_ms"]), at, NOTE_LAG_MARGIN)
+            elif released is not None:
+                row, u = released
+                if row["workload"] == workload:
+                    start = u
+                elif at - m < u:  # another workload could have taken the address before u
+                    cut = max(at - m, row["valid_from_ms"])
+                    if cut > row["valid_from_ms"]:
+                        row["valid_to_ms"] = cut
+                    else:
+                        out.remove(row)
+                    doubt(ev.ip, cut, u, NOTE_LAG_MARGIN)
+                    start = u
+                else:
+                    start = max(u, at - m)  # the assign lags the change by at most m; the address was free
             current = {
                 "ip": ev.ip, "workload": workload, "instance_id": inst, "kind": _text(ev.kind),
                 "region": _text(ev.region), "availability_zone": _text(ev.availability_zone),
-                "valid_from_ms": int(ev.event_ms),
+                "valid_from_ms": int(start),
             }
-        elif ev.action == ACTION_UNASSIGN and current is not None:
-            if inst is None or current["instance_id"] is None or inst == current["instance_id"]:
-                close(ev.event_ms)
+            seen.add(inst)
+            released = None
+        elif ev.action == ACTION_UNASSIGN:
+            if current is not None and (inst is None or current["instance_id"] is None
+                                        or inst == current["instance_id"]):
+                row = emit(current, at)
+                released = (row, at) if row is not None else None
                 current = None
-            # else: the unassign of an earlier holder, arriving after the next assign: ignored
+            elif current is not None and inst not in seen and at - current["valid_from_ms"] > m:
+                # the unassign of a holder whose assign was lost, after ours: it came after our holder
+                end = at
+                if stale_after_ms is not None and at - current["valid_from_ms"] > stale_after_ms:
+                    end = current["valid_from_ms"] + stale_after_ms
+                    doubt(ev.ip, end, at, NOTE_STALE_RANGE)
+                emit(current, end)
+                current, released = None, None
+                seen.add(inst)
+            elif current is None and inst not in seen:
+                released, _ = None, seen.add(inst)  # an unseen holder came after the last release
+            # else: the unassign of an earlier holder arriving after the next assign (reordered lag): ignored
     if current is not None:
-        out.append({**current, "valid_to_ms": None})
+        emit(current, None)
     return out
 
 
-def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:
-    """Holding ranges from assignment events (see module doc)."""
-    deduped = events.dropDuplicates(["ip", "action", "event_ms", "workload", "instance_id"])
-    margin = params.event_lag_margin_ms
+def holding_lifetimes(events: pd.DataFrame) -> list[int]:
+    """Lifetimes (own unassign - assign, ms) of one ip's holdings that the events open and close."""
+    order = events.sort_values(["event_ms", "published_ms"], kind="mergesort")
+    opened: dict[str | None, int] = {}
+    out = []
+    for ev in order.itertuples(index=False):
+        inst = _text(ev.instance_id)
+        if ev.action == ACTION_ASSIGN and inst not in opened:
+            opened[inst] = int(ev.event_ms)
+        elif ev.action == ACTION_UNASSIGN and inst in opened:
+            out.append(int(ev.event_ms) - opened.pop(inst))
+    return out
 
-    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
-        rows = [r for _, g in pdf.groupby("ip", sort=False) for r in event_range_rows(g, lag_margin_ms=margin)]
-        return _range_frame(rows)
 
+def dedup_events(events: DataFrame) -> DataFrame:
+    """Identical rows and re-sends (same change, later publication) count once."""
+    return events.dropDuplicates(["ip", "action", "event_ms", "workload", "instance_id"])
+
+
+def _per_bucket(events: DataFrame, fn, schema: str) -> DataFrame:
     # Many IPs per Python call (an IP's events always land in one bucket): the per-call
     # overhead of grouped pandas UDFs would otherwise dominate.
     bucket = F.pmod(F.xxhash64("ip"), F.lit(EVENT_BUCKETS))
-    return deduped.withColumn("_bucket", bucket).groupBy("_bucket").applyInPandas(
-        lambda pdf: per_bucket(pdf.drop(columns=["_bucket"])), schema=EVENT_RANGE_DDL)
+    return events.withColumn("_bucket", bucket).groupBy("_bucket").applyInPandas(
+        lambda pdf: fn(pdf.drop(columns=["_bucket"])), schema=schema)
+
+
+def lifetime_quantile(events: DataFrame, *, quantile: float) -> int | None:
+    """The ``quantile`` of observed holding lifetimes (assign to own unassign) in ``events``; None if none."""
+    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"lifetime_ms": [x for _, g in pdf.groupby("ip", sort=False) for x in holding_lifetimes(g)]},
+                            dtype="int64")
+
+    lifetimes = _per_bucket(dedup_events(events), per_bucket, "lifetime_ms bigint")
+    got = lifetimes.agg(F.percentile("lifetime_ms", F.lit(quantile)).alias("q")).first()
+    return None if got is None or got["q"] is None else int(got["q"])
+
+
+def event_rows_df(events: DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None) -> DataFrame:
+    """Ranges and doubts (EVENT_ROWS_DDL) of every ip's events."""
+    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+        rows = [r for _, g in pdf.groupby("ip", sort=False)
+                for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)]
+        return _range_frame(rows, EVENT_ROWS_DDL)
+
+    return _per_bucket(dedup_events(events), per_bucket, EVENT_ROWS_DDL)
+
+
+def event_ranges(events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None) -> DataFrame:
+    """Holding ranges (EVENT_RANGE_DDL) from assignment events (see module doc)."""
+    margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
+    rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=None)
+    return rows.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")

@@ -13,22 +13,35 @@ proven: the overlap is removed from both and reported as a conflict.
 Events. Per IP, in event-time order (never arrival order), with duplicates
 removed: an assign starts a holding by (workload, instance_id); the next
 assign to another holder, or an unassign of this holder (same instance_id,
-or none given), ends it. Since the tracker's event_ms lags the true change by
-up to ``event_lag_margin_ms``, a range [assign, next change - margin) is
-certain; the rest is doubt. An unassign of an earlier holder that arrives
-out of order is ignored; an assign without an unassign (a lost event) is
-ended by the next assign. An event range is never trusted where a heartbeat
-shows another workload on the address: it is cut there.
+or none given), ends it. The tracker's event_ms lags the true change; the lag
+margin (a high quantile of that lag, learned per run from holdings whose
+sidecar shows when they really began: :func:`tracker_lag`) is taken off a
+range only where another workload could have taken the address (see
+:mod:`flowlake.jobs.silver.event_ranges`). An event range is never trusted
+where a heartbeat shows another workload on the address: it is cut there.
+A holder whose own sidecar reports on the address needs no event range: every
+flow it took part in is in its heartbeats, so its event range beyond them is
+doubt (``guard: silent sidecar``).
+
+Doubt. Where a range was removed for doubt (heartbeat conflict, lag margin,
+guards), the reason is kept as a doubt range, so that attribution can say why
+a record is unattributed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from flowlake.contracts import ACTION_ASSIGN
 from flowlake.jobs.config import AttributionParams
-from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS
-from flowlake.jobs.silver.event_ranges import event_ranges
+from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
+from flowlake.jobs.silver.event_ranges import (
+    KIND_DOUBT, KIND_RANGE, NOTE_LAG_MARGIN, NOTE_STALE_RANGE, dedup_events, event_rows_df, lifetime_quantile,
+)
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
 
 SOURCE_HEARTBEAT = "heartbeat"
@@ -40,6 +53,13 @@ OWNERSHIP_COLUMNS = [
 ]
 OWNERSHIP_DDL = IP_OWNERSHIP.ddl
 CONFLICT_DDL = OWNERSHIP_CONFLICTS.ddl
+DOUBT_DDL = OWNERSHIP_DOUBTS.ddl
+NOTE_CONFLICT = "conflict"
+NOTE_SILENT_SIDECAR = "guard: silent sidecar"
+# where doubts of several kinds overlap, the first of this list names the time
+DOUBT_PRIORITY = [NOTE_CONFLICT, NOTE_SILENT_SIDECAR, NOTE_STALE_RANGE, NOTE_LAG_MARGIN]
+MARGIN_FLEET = "fleet"
+MARGIN_FALLBACK = "fallback"
 
 
 def evidence_pad_ms(params: AttributionParams) -> int:
@@ -165,21 +185,131 @@ def cut_events_by_heartbeats(events: DataFrame, runs: DataFrame) -> DataFrame:
     )
 
 
+# --------------------------------------------------------------------------- the tracker's lag
+
+def lag_pairs(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> DataFrame:
+    """(ip, workload, instance_id, assign_ms, first_heartbeat_ms, lag_ms) per sidecar holding that began
+    inside the evidence of ``flows``.
+
+    The lag that matters is how long before its assign's event_ms a new holder
+    can already have traffic: for holders with a sidecar that is the assign's
+    event_ms minus the holding's first heartbeat (never below 0). A holding
+    counts only if its assign lies at least the cap after the evidence starts
+    (so the holding began inside it) and before the evidence ends.
+    """
+    cap = params.lag_margin_cap_ms
+    hb = heartbeat_evidence(flows).groupBy("ip", "workload", "instance_id").agg(
+        F.min("first_ms").alias("first_heartbeat_ms"))
+    bounds = flows.agg(F.min("first_start_ms").alias("_lo"), F.max("first_start_ms").alias("_hi"))
+    assigns = dedup_events(events).where(F.col("action") == ACTION_ASSIGN).groupBy(
+        "ip", "workload", "instance_id").agg(F.min("event_ms").alias("assign_ms"))
+    return (
+        hb.join(assigns, ["ip", "workload", "instance_id"]).crossJoin(F.broadcast(bounds))
+        .where((F.col("assign_ms") - cap >= F.col("_lo")) & (F.col("assign_ms") <= F.col("_hi")))
+        .select("ip", "workload", "instance_id", "assign_ms", "first_heartbeat_ms",
+                F.greatest(F.col("assign_ms") - F.col("first_heartbeat_ms"), F.lit(0)).alias("lag_ms"))
+    )
+
+
+@dataclass(frozen=True)
+class TrackerLag:
+    """How late the tracker is, as learned from one run's sidecar holdings, and the margin used."""
+
+    pairs: int
+    quantile: float
+    lag_quantile_ms: int | None  # None: no pair
+    lag_max_ms: int | None
+    margin_ms: int
+    margin_source: str  # "fleet" (learned) or "fallback" (too few pairs: event_lag_margin_ms)
+    lifetime_quantile: float
+    lifetime_quantile_ms: int | None  # stale-range guard bound (None: no complete holding seen)
+
+    def row(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def estimate_lag(pairs: DataFrame, *, params: AttributionParams, lifetime_ms: int | None = None) -> TrackerLag:
+    """The margin from :func:`lag_pairs`: the quantile within [floor, cap], or the fallback below min pairs."""
+    q = params.lag_quantile
+    got = pairs.agg(F.count(F.lit(1)).alias("n"), F.expr(f"percentile(lag_ms, {q})").alias("q"),
+                    F.max("lag_ms").alias("mx")).first()
+    n = int(got["n"]) if got else 0
+    lag_q = None if not n or got["q"] is None else int(round(got["q"]))
+    if n >= params.lag_min_pairs and lag_q is not None:
+        margin, source = min(max(lag_q, params.lag_margin_floor_ms), params.lag_margin_cap_ms), MARGIN_FLEET
+    else:
+        margin, source = params.event_lag_margin_ms, MARGIN_FALLBACK
+    return TrackerLag(pairs=n, quantile=q, lag_quantile_ms=lag_q, lag_max_ms=None if not n else int(got["mx"]),
+                      margin_ms=margin, margin_source=source, lifetime_quantile=params.stale_lifetime_quantile,
+                      lifetime_quantile_ms=lifetime_ms)
+
+
+def tracker_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> TrackerLag:
+    """The tracker's lag and the margin to use, from the heartbeat evidence and all known events."""
+    life = lifetime_quantile(events, quantile=params.stale_lifetime_quantile)
+    return estimate_lag(lag_pairs(flows, events, params=params), params=params, lifetime_ms=life)
+
+
+# --------------------------------------------------------------------------- doubt
+
+def disjoint_doubts(doubts: DataFrame) -> DataFrame:
+    """Doubt ranges (ip, valid_from_ms, valid_to_ms nullable, reason) made disjoint per ip by DOUBT_PRIORITY."""
+    d = doubts.withColumn("valid_to_ms", F.coalesce("valid_to_ms", F.lit(OPEN_END)))
+    segs = elementary_segments(d, key="ip", start="valid_from_ms", end="valid_to_ms")
+    cov = covering(segs, d, key="ip", start="valid_from_ms", end="valid_to_ms")
+    rank = F.array_position(F.array(*[F.lit(n) for n in DOUBT_PRIORITY]), F.col("reason"))
+    best = cov.groupBy("ip", "seg_from", "seg_to").agg(F.min_by("reason", rank).alias("reason"))
+    merged = merge_adjacent(best, key="ip", same=["reason"])
+    return merged.select("ip", F.col("valid_from").alias("valid_from_ms"),
+                         F.when(F.col("valid_to") != OPEN_END, F.col("valid_to")).alias("valid_to_ms"), "reason")
+
+
 # --------------------------------------------------------------------------- the job
 
-def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> tuple[DataFrame, DataFrame]:
-    """Ownership ranges (OWNERSHIP_DDL) and heartbeat conflicts (CONFLICT_DDL).
+class Ownership(NamedTuple):
+    """What :func:`build` derives: ranges (OWNERSHIP_DDL), conflicts (CONFLICT_DDL), doubts (DOUBT_DDL)."""
+
+    ranges: DataFrame
+    conflicts: DataFrame
+    doubts: DataFrame
+
+
+def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None,
+          stale_after_ms: int | None = None) -> Ownership:
+    """Ownership ranges, heartbeat conflicts and doubt ranges.
 
     ``flows`` are bronze rows (the heartbeats: give the window padded by
     :func:`evidence_pad_ms`); ``events`` are all known IP events (canonical ips).
+    ``lag_margin_ms`` is the margin (:func:`tracker_lag`; default the config's
+    fallback), ``stale_after_ms`` the stale-range guard's lifetime bound (None: off).
     Heartbeat ranges do not overlap within an ip, nor do event ranges; a
     heartbeat and an event range may overlap only when they name the same workload.
     """
+    margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
     # runs are few (one per owner holding) but come from every record: computed once
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
-    ev = cut_events_by_heartbeats(event_ranges(events, params=params), runs).select(
+    rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms)
+    holder = ["ip", "workload", "instance_id"]
+    sidecar = runs.select(*holder).distinct()
+    ranges = rows.where(F.col("row_kind") == KIND_RANGE)
+    silent = ranges.join(sidecar, holder, "left_semi").select(
+        "ip", "valid_from_ms", "valid_to_ms", F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
+    ev = cut_events_by_heartbeats(ranges.join(sidecar, holder, "left_anti").drop("row_kind", "note"), runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
         "instance_id", "kind", "region", "availability_zone",
     )
-    return hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts
+    doubts = disjoint_doubts(
+        rows.where(F.col("row_kind") == KIND_DOUBT).select("ip", "valid_from_ms", "valid_to_ms",
+                                                            F.col("note").alias("reason"))
+        .unionByName(silent)
+        .unionByName(conflicts.select("ip", "valid_from_ms", "valid_to_ms", F.lit(NOTE_CONFLICT).alias("reason")))
+    )
+    return Ownership(hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts, doubts)
+
+
+def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
+              lag_margin_ms: int | None = None) -> tuple[DataFrame, DataFrame]:
+    """Ownership ranges (OWNERSHIP_DDL) and heartbeat conflicts (CONFLICT_DDL): :func:`build` without doubts."""
+    built = build(flows, events, params=params, lag_margin_ms=lag_margin_ms)
+    return built.ranges, built.conflicts

@@ -90,7 +90,8 @@ def test_events_in_event_time_order_not_arrival_order():
         dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 600_000, published_ms=T0 + 601_000),
         dict(action="assign", workload="lb-a", instance_id="a", event_ms=T0, published_ms=T0 + 900_000),
     ])
-    assert _rows(out, ["workload", "valid_from_ms", "valid_to_ms"]) == [["lb-a", T0, T0 + 570_000]]
+    # no other owner follows the unassign: the holder keeps its last seconds (asymmetric cut)
+    assert _rows(out, ["workload", "valid_from_ms", "valid_to_ms"]) == [["lb-a", T0, T0 + 600_000]]
 
 
 def test_missing_unassign_is_ended_by_the_next_assign_minus_margin():
@@ -118,12 +119,12 @@ def test_duplicate_and_refresh_assigns_do_not_split_a_holding(spark):
     assert got == [("10.0.0.9", "lb-a", "event", T0, None)]
 
 
-def test_event_range_shorter_than_the_margin_is_dropped():
+def test_short_holding_ended_by_its_own_unassign_is_kept_whole():
     out = _ev([
         dict(workload="lb-a", instance_id="a", event_ms=T0),
         dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 20_000),
     ])
-    assert out.empty
+    assert _rows(out, ["workload", "valid_from_ms", "valid_to_ms"]) == [["lb-a", T0, T0 + 20_000]]
 
 
 def test_event_range_is_cut_where_a_heartbeat_of_another_workload_begins(spark):
@@ -134,9 +135,12 @@ def test_event_range_is_cut_where_a_heartbeat_of_another_workload_begins(spark):
 
 
 @pytest.mark.parametrize("margin", [0, 30_000])
-def test_lag_margin_is_taken_off_every_closed_event_range(margin):
+def test_lag_margin_is_taken_off_only_before_another_workloads_assign(margin):
     out = event_ranges.event_ranges_for_ip(pd.DataFrame([
         event(workload="lb-a", instance_id="a", event_ms=T0),
         event(action="unassign", workload=None, instance_id="a", event_ms=T0 + MIN),
+        event(workload="lb-b", instance_id="b", event_ms=T0 + MIN + 10_000),
     ]), lag_margin_ms=margin)
-    assert out["valid_to_ms"].tolist() == [T0 + MIN - margin]
+    # lb-a ends at min(unassign, next assign - margin); lb-b starts at its assign, or back to the unassign
+    assert out["valid_to_ms"].tolist()[0] == min(T0 + MIN, T0 + MIN + 10_000 - margin)
+    assert out["valid_from_ms"].tolist()[1] == (T0 + MIN if margin else T0 + MIN + 10_000)

@@ -1,0 +1,194 @@
+"""Issue 12: attribution that stays right when the IP tracker misbehaves.
+
+Each named pattern of a misbehaving tracker, in small inline tables: event
+ranges and doubts (pure Python), the learned lag margin (Spark), and the
+guards with their notes end to end (ownership + attribution, Spark).
+"""
+
+import pandas as pd
+
+from flowlake.jobs.config import AttributionParams
+from flowlake.jobs.silver import attribute, event_ranges, ownership
+from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
+
+M = 5 * MIN  # a learned margin, as a hostile tracker's p99.9 lag would give
+P = AttributionParams(event_lag_margin_ms=30_000, lag_min_pairs=3, lag_margin_floor_ms=10_000,
+                      lag_margin_cap_ms=10 * MIN)
+
+
+def _rows(events, *, margin=M, stale=None):
+    out = event_ranges.event_rows(pd.DataFrame([event(**r) for r in events]), lag_margin_ms=margin,
+                                  stale_after_ms=stale)
+    return ([(r["workload"], r["valid_from_ms"], r["valid_to_ms"]) for r in out if r["row_kind"] == "range"],
+            [(r["note"], r["valid_from_ms"], r["valid_to_ms"]) for r in out if r["row_kind"] == "doubt"])
+
+
+# --------------------------------------------------------------------------- event ranges (pure)
+
+def test_lost_unassign_then_lagging_assign_cuts_the_old_range_by_the_margin():
+    # lb-a's unassign is lost; api's assign says T0+20min but api may have held since T0+15min
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(workload="api", instance_id="b", event_ms=T0 + 20 * MIN)])
+    assert ranges == [("lb-a", T0, T0 + 15 * MIN), ("api", T0 + 20 * MIN, None)]
+    assert doubts == [("lag margin", T0 + 15 * MIN, T0 + 20 * MIN)]
+
+
+def test_unassign_with_no_new_owner_keeps_the_holders_last_seconds():
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 10 * MIN)])
+    assert ranges == [("lb-a", T0, T0 + 10 * MIN)] and doubts == []
+
+
+def test_unassign_followed_by_an_assign_after_the_margin_costs_nothing_and_the_new_range_starts_early():
+    # the address was free from lb-a's unassign on; api's assign lags its change by at most the margin
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 10 * MIN),
+                            dict(workload="api", instance_id="b", event_ms=T0 + 30 * MIN)])
+    assert ranges == [("lb-a", T0, T0 + 10 * MIN), ("api", T0 + 25 * MIN, None)] and doubts == []
+
+
+def test_unassign_then_another_workloads_assign_within_the_margin_is_doubt_between():
+    # api's assign at +12min may lag its change by 5 min: lb-a is certain only until +7min
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 10 * MIN),
+                            dict(workload="api", instance_id="b", event_ms=T0 + 12 * MIN)])
+    assert ranges == [("lb-a", T0, T0 + 7 * MIN), ("api", T0 + 10 * MIN, None)]
+    assert doubts == [("lag margin", T0 + 7 * MIN, T0 + 10 * MIN)]
+
+
+def test_handover_within_one_workload_needs_no_margin():
+    ranges, doubts = _rows([dict(workload="api", instance_id="a", event_ms=T0),
+                            dict(workload="api", instance_id="b", event_ms=T0 + 20 * MIN)])
+    assert ranges == [("api", T0, T0 + 20 * MIN), ("api", T0 + 20 * MIN, None)] and doubts == []
+
+
+def test_both_events_lost_the_unknown_holders_unassign_ends_the_old_range():
+    # lb-a's unassign and x's assign are lost; x's unassign at +40min proves x held the address after lb-a
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(action="unassign", workload=None, instance_id="x", event_ms=T0 + 40 * MIN),
+                            dict(workload="api", instance_id="b", event_ms=T0 + 41 * MIN)])
+    assert ranges[0] == ("lb-a", T0, T0 + 40 * MIN)
+    # and the next holder's range is not stretched back over the unknown holder's time
+    assert ranges[1] == ("api", T0 + 41 * MIN, None)
+
+
+def test_stale_range_guard_trusts_a_range_ended_by_another_holder_only_a_lifetime_long():
+    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                            dict(action="unassign", workload=None, instance_id="x", event_ms=T0 + 40 * MIN)],
+                           stale=15 * MIN)
+    assert ranges == [("lb-a", T0, T0 + 15 * MIN)]
+    assert doubts == [("guard: stale range", T0 + 15 * MIN, T0 + 40 * MIN)]
+
+
+def test_reordered_unassign_of_the_previous_holder_is_not_an_unknown_holder():
+    ranges, _ = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
+                       dict(workload="lb-b", instance_id="b", event_ms=T0 + 10 * MIN),
+                       dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 10 * MIN + 5_000)],
+                      margin=30_000)
+    assert ranges == [("lb-a", T0, T0 + 10 * MIN - 30_000), ("lb-b", T0 + 10 * MIN, None)]
+
+
+def test_holding_lifetimes_pair_each_assign_with_its_own_unassign():
+    evs = pd.DataFrame([event(workload="lb-a", instance_id="a", event_ms=T0),
+                        event(action="unassign", workload=None, instance_id="a", event_ms=T0 + 7 * MIN),
+                        event(workload="lb-b", instance_id="b", event_ms=T0 + 8 * MIN)])
+    assert event_ranges.holding_lifetimes(evs) == [7 * MIN]
+
+
+# --------------------------------------------------------------------------- the learned margin (Spark)
+
+def hb(ip, workload, inst, t, **kw):
+    """A record proving `workload` held `ip` at t (its first_start_ms)."""
+    return flow(local_ip=ip, local_workload=workload, instance_id=inst, interval_start_ms=(t // MIN) * MIN,
+                first_start_ms=t, **kw)
+
+
+def _sidecar_holdings(n, lag_ms):
+    """n sidecar holdings beginning after the evidence start; each assign lags its first heartbeat by lag_ms."""
+    flows = [hb("10.0.0.250", "anchor", "i-anchor", T0)]  # the evidence starts at T0
+    events = []
+    for i in range(n):
+        ip, start = f"10.0.1.{i}", T0 + 20 * MIN + i * MIN
+        flows.append(hb(ip, "api", f"i-{i}", start))
+        events.append(event(ip=ip, workload="api", instance_id=f"i-{i}", event_ms=start + lag_ms))
+    return flows, events
+
+
+def test_lag_estimate_with_too_few_pairs_falls_back_to_the_config_margin(spark):
+    flows, events = _sidecar_holdings(2, 90_000)
+    lag = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    assert (lag.pairs, lag.margin_ms, lag.margin_source) == (2, 30_000, "fallback")
+
+
+def test_lag_estimate_learns_the_quantile_within_floor_and_cap(spark):
+    flows, events = _sidecar_holdings(4, 90_000)
+    # an assign long before the evidence starts is no pair (its holding began outside the evidence)
+    events.append(event(ip="10.0.0.250", workload="anchor", instance_id="i-anchor", event_ms=T0 - 86_400_000))
+    lag = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    assert (lag.pairs, lag.lag_quantile_ms, lag.margin_ms, lag.margin_source) == (4, 90_000, 90_000, "fleet")
+    capped = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events),
+                                   params=P.model_copy(update={"lag_margin_cap_ms": 60_000}))
+    assert capped.margin_ms == 60_000
+
+
+# --------------------------------------------------------------------------- guards and notes (Spark)
+
+def _attribute(spark, flows, events, *, margin=30_000):
+    fl = flows_df(spark, flows)
+    built = ownership.build(fl, events_df(spark, events), params=P, lag_margin_ms=margin)
+    out = attribute.transform(fl, built.ranges, params=P, doubts=built.doubts, broadcast=True)
+    return {(r.local_ip, r.remote_ip, r.remote_port, r.first_start_ms):
+            (r.remote_workload, r.remote_attribution, r.attribution_note) for r in out.collect()}
+
+
+def client(remote_ip, t, port=8080):
+    return flow(local_ip="10.0.0.1", local_workload="client", instance_id="i-c", remote_ip=remote_ip,
+                remote_port=port, interval_start_ms=(t // MIN) * MIN, first_start_ms=t)
+
+
+def server(ip, workload, inst, t, port=8080):
+    return flow(local_ip=ip, local_workload=workload, instance_id=inst, local_port=port, remote_ip="10.0.0.1",
+                remote_port=0, direction="inbound", interval_start_ms=(t // MIN) * MIN, first_start_ms=t + 2)
+
+
+def test_port_guard_unattributes_an_event_record_to_a_port_the_workload_never_serves(spark):
+    # api's sidecar instance serves 8080; the event-only address 10.0.0.9 is api's per the tracker
+    flows = [server("10.0.0.5", "api", "i-s", T0 + 1000), client("10.0.0.5", T0 + 1000),
+             client("10.0.0.9", T0 + 2000, port=8080), client("10.0.0.9", T0 + 3000, port=5432)]
+    got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="api", instance_id="i-e", event_ms=T0 - MIN)])
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 2000)] == ("api", "event", None)
+    assert got[("10.0.0.1", "10.0.0.9", 5432, T0 + 3000)] == (None, "unattributed", "guard: port")
+
+
+def test_port_guard_needs_heartbeat_evidence_of_the_workload(spark):
+    # lb has no sidecar anywhere: nothing shows which ports it serves, so nothing is guarded
+    got = _attribute(spark, [client("10.0.0.9", T0 + 2000, port=5432)],
+                     [event(ip="10.0.0.9", workload="lb", instance_id="e", event_ms=T0 - MIN)])
+    assert got[("10.0.0.1", "10.0.0.9", 5432, T0 + 2000)] == ("lb", "event", None)
+
+
+def test_both_lost_behind_a_sidecar_holder_its_silence_unattributes_the_new_holders_traffic(spark):
+    # api (sidecar) held 10.0.0.9 until ~T0+5min; its unassign and the next holder's assign are lost.
+    # The next holder has no sidecar; its traffic at T0+20min is not api's: api's sidecar saw none of it.
+    flows = [server("10.0.0.9", "api", "i-a", T0 + 1000), client("10.0.0.9", T0 + 1000),
+             server("10.0.0.9", "api", "i-a", T0 + 5 * MIN), client("10.0.0.9", T0 + 5 * MIN),
+             client("10.0.0.9", T0 + 20 * MIN)]
+    got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="api", instance_id="i-a", event_ms=T0 - MIN)])
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 5 * MIN)] == ("api", "heartbeat", None)
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 20 * MIN)] == (None, "unattributed", "guard: silent sidecar")
+
+
+def test_notes_say_why_lag_margin_conflict_and_no_evidence(spark):
+    flows = [
+        client("10.0.0.9", T0 + 17 * MIN),  # inside the margin before lb-b's assign
+        client("10.0.0.7", T0 + 1000),  # internal space, no range ever
+        # a heartbeat conflict on 10.0.0.5
+        server("10.0.0.5", "api", "i-1", T0 + 1000), server("10.0.0.5", "api", "i-1", T0 + 30_000),
+        server("10.0.0.5", "billing", "i-2", T0 + 20_000), client("10.0.0.5", T0 + 25_000),
+    ]
+    events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+              event(ip="10.0.0.9", workload="lb-b", instance_id="b", event_ms=T0 + 20 * MIN)]
+    got = _attribute(spark, flows, events, margin=M)
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 17 * MIN)] == (None, "unattributed", "lag margin")
+    assert got[("10.0.0.1", "10.0.0.7", 8080, T0 + 1000)] == (None, "unattributed", "no evidence")
+    assert got[("10.0.0.1", "10.0.0.5", 8080, T0 + 25_000)] == (None, "unattributed", "conflict")
