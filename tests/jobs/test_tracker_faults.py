@@ -105,7 +105,8 @@ def hb(ip, workload, inst, t, **kw):
 
 def _sidecar_holdings(n, lag_ms):
     """n sidecar holdings beginning after the evidence start; each assign lags its first heartbeat by lag_ms."""
-    flows = [hb("10.0.0.250", "anchor", "i-anchor", T0)]  # the evidence starts at T0
+    # the evidence spans [T0, T0+60min]
+    flows = [hb("10.0.0.250", "anchor", "i-anchor", T0), hb("10.0.0.250", "anchor", "i-anchor", T0 + 60 * MIN)]
     events = []
     for i in range(n):
         ip, start = f"10.0.1.{i}", T0 + 20 * MIN + i * MIN
@@ -182,13 +183,14 @@ def test_notes_say_why_lag_margin_conflict_and_no_evidence(spark):
     flows = [
         client("10.0.0.9", T0 + 17 * MIN),  # inside the margin before lb-b's assign
         client("10.0.0.7", T0 + 1000),  # internal space, no range ever
-        # a heartbeat conflict on 10.0.0.5
-        server("10.0.0.5", "api", "i-1", T0 + 1000), server("10.0.0.5", "api", "i-1", T0 + 30_000),
-        server("10.0.0.5", "billing", "i-2", T0 + 20_000), client("10.0.0.5", T0 + 25_000),
+        # api and billing both claim 10.0.0.5 half a second apart: a heartbeat conflict around T0+20s
+        server("10.0.0.5", "api", "i-1", T0 + 1000), server("10.0.0.5", "api", "i-1", T0 + 20_000),
+        server("10.0.0.5", "billing", "i-2", T0 + 20_500), server("10.0.0.5", "billing", "i-2", T0 + 50_000),
+        client("10.0.0.5", T0 + 20_200),
     ]
     events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
               event(ip="10.0.0.9", workload="lb-b", instance_id="b", event_ms=T0 + 20 * MIN)]
     got = _attribute(spark, flows, events, margin=M)
     assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 17 * MIN)] == (None, "unattributed", "lag margin")
     assert got[("10.0.0.1", "10.0.0.7", 8080, T0 + 1000)] == (None, "unattributed", "no evidence")
-    assert got[("10.0.0.1", "10.0.0.5", 8080, T0 + 25_000)] == (None, "unattributed", "conflict")
+    assert got[("10.0.0.1", "10.0.0.5", 8080, T0 + 20_200)] == (None, "unattributed", "conflict")
