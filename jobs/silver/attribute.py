@@ -11,7 +11,9 @@ had owners at other times but none then, are all unattributed.
 ``conflict``, ``lag margin``, ``guard: silent sidecar``, ``guard: stale range``
 (the doubt ranges of :mod:`flowlake.jobs.silver.ownership`), or ``guard: port``:
 an event-attributed outbound record to a server port the attributed workload
-never served, while its sidecars show it serving other ports. A guard only
+never served, while its sidecars show it serving other ports (or an inbound
+record on a local port the attributed client never called, while its sidecars
+show it calling other ports). A guard only
 ever turns an attribution into ``unattributed``, never into another owner.
 """
 
@@ -103,11 +105,16 @@ def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: Attrib
     return starts.unionByName(ends).unionByName(before_all).unionByName(by_cidr)
 
 
-def served_ports(flows: DataFrame) -> DataFrame:
-    """(workload, port) pairs heartbeat evidence shows served: inbound records of a known local workload."""
-    return (flows.where((F.col("direction") == "inbound") & F.col("local_workload").isNotNull())
-            .select(F.col("local_workload").alias("_sp_workload"), F.col("local_port").alias("_sp_port"))
-            .distinct())
+def port_profiles(flows: DataFrame) -> DataFrame:
+    """(workload, direction, port) the sidecars' own records show: ports a workload serves (its inbound
+    records' local port, keyed ``outbound`` = the direction of the records the profile checks) and ports
+    it calls (its outbound records' remote port, keyed ``inbound``)."""
+    known = flows.where(F.col("local_workload").isNotNull())
+    serves = known.where(F.col("direction") == "inbound").select(
+        "local_workload", F.lit("outbound").alias("_pp_dir"), F.col("local_port").alias("_pp_port"))
+    calls = known.where(F.col("direction") == "outbound").select(
+        "local_workload", F.lit("inbound").alias("_pp_dir"), F.col("remote_port").alias("_pp_port"))
+    return serves.unionByName(calls).withColumnRenamed("local_workload", "_pp_workload").distinct()
 
 
 def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, broadcast: bool,
@@ -135,14 +142,18 @@ def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionPara
         broadcast = points.count() <= params.broadcast_max_rows
     remote = _lookup(flows, points, ip_col="remote_ip", prefix="_r_", broadcast=broadcast, bucket_ms=bucket_ms)
     both = _lookup(remote, points, ip_col="local_ip", prefix="_l_", broadcast=broadcast, bucket_ms=bucket_ms)
-    # port guard: who serves what, from the sidecars' own inbound records
-    served = served_ports(flows)
-    serving = served.select(F.col("_sp_workload").alias("_sw_workload")).distinct()
-    both = (both.join(F.broadcast(served), (F.col("_r_workload") == F.col("_sp_workload"))
-                      & (F.col("remote_port") == F.col("_sp_port")), "left")
-            .join(F.broadcast(serving), F.col("_r_workload") == F.col("_sw_workload"), "left"))
-    port_doubt = ((F.col("_r_source") == ATTR_EVENT) & (F.col("direction") == "outbound")
-                  & F.col("_sw_workload").isNotNull() & F.col("_sp_workload").isNull())
+    # port guard: which ports each workload serves and calls, from the sidecars' own records. An
+    # outbound record's remote serves its remote_port; an inbound record's remote calls its local_port.
+    profiles = port_profiles(flows)
+    profiled = profiles.select(F.col("_pp_workload").alias("_pw_workload"),
+                               F.col("_pp_dir").alias("_pw_dir")).distinct()
+    port = F.when(F.col("direction") == "outbound", F.col("remote_port")).otherwise(F.col("local_port"))
+    both = (both.join(F.broadcast(profiles), (F.col("_r_workload") == F.col("_pp_workload"))
+                      & (F.col("direction") == F.col("_pp_dir")) & (port == F.col("_pp_port")), "left")
+            .join(F.broadcast(profiled), (F.col("_r_workload") == F.col("_pw_workload"))
+                  & (F.col("direction") == F.col("_pw_dir")), "left"))
+    port_doubt = ((F.col("_r_source") == ATTR_EVENT) & F.col("_pw_workload").isNotNull()
+                  & F.col("_pp_workload").isNull())
     attributed = (F.col("_r_workload").isNotNull() & F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT, ATTR_CIDR)
                   & ~port_doubt)
     owned = F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT) & ~port_doubt

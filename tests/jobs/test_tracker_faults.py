@@ -152,7 +152,7 @@ def server(ip, workload, inst, t, port=8080):
                 remote_port=0, direction="inbound", interval_start_ms=(t // MIN) * MIN, first_start_ms=t + 2)
 
 
-def test_port_guard_unattributes_an_event_record_to_a_port_the_workload_never_serves(spark):
+def test_port_guard_unattributes_an_outbound_event_record_to_a_port_the_workload_never_serves(spark):
     # api's sidecar instance serves 8080; the event-only address 10.0.0.9 is api's per the tracker
     flows = [server("10.0.0.5", "api", "i-s", T0 + 1000), client("10.0.0.5", T0 + 1000),
              client("10.0.0.9", T0 + 2000, port=8080), client("10.0.0.9", T0 + 3000, port=5432)]
@@ -194,3 +194,15 @@ def test_notes_say_why_lag_margin_conflict_and_no_evidence(spark):
     assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 17 * MIN)] == (None, "unattributed", "lag margin")
     assert got[("10.0.0.1", "10.0.0.7", 8080, T0 + 1000)] == (None, "unattributed", "no evidence")
     assert got[("10.0.0.1", "10.0.0.5", 8080, T0 + 20_200)] == (None, "unattributed", "conflict")
+
+
+def test_port_guard_on_inbound_records_checks_the_ports_the_client_workload_calls(spark):
+    # batch's sidecar instance calls 8080 only; the tracker says event-only 10.0.0.9 is batch's.
+    # A connection from 10.0.0.9 to a server on 5432 is not batch's way of calling: doubt.
+    flows = [flow(local_ip="10.0.0.3", local_workload="batch", instance_id="i-b", remote_ip="10.0.0.8",
+                  remote_port=8080, first_start_ms=T0 + 1000),
+             server("10.0.0.5", "db", "i-d", T0 + 2000, port=5432) | {"remote_ip": "10.0.0.9"},
+             server("10.0.0.6", "api", "i-a", T0 + 3000, port=8080) | {"remote_ip": "10.0.0.9"}]
+    got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="batch", instance_id="i-e", event_ms=T0 - MIN)])
+    assert got[("10.0.0.5", "10.0.0.9", 0, T0 + 2002)] == (None, "unattributed", "guard: port")
+    assert got[("10.0.0.6", "10.0.0.9", 0, T0 + 3002)] == ("batch", "event", None)
