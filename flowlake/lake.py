@@ -55,6 +55,10 @@ IP_OWNERSHIP = Table("silver/ip_ownership", VALID_FROM, (), (
     "instance_id string, kind string, region string, availability_zone string"))
 OWNERSHIP_CONFLICTS = Table("silver/ip_ownership_conflicts", VALID_FROM, (),
                             "ip string, valid_from_ms bigint, valid_to_ms bigint, owners array<string>")
+# the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
+IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
+    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
+    "valid_from_ms bigint, valid_to_ms bigint"))
 FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",))
 APP_DEPENDENCIES = Table("gold/app_dependencies", HOUR_START)
 TRAFFIC_HOURLY = Table("gold/traffic_hourly", HOUR_START)
@@ -72,7 +76,7 @@ CAPACITY_FORECAST_SUMMARY = Table("gold/capacity_forecast_summary")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, RUNS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
-    FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
+    IP_EVENT_HOLDINGS, FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
     SEGMENTS, SEGMENT_QUALITY, ALLOW_RULES, PATH_VALIDATION, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY,
 )}
 LOCK_FILE = "_meta/writer.lock"

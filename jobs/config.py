@@ -47,10 +47,27 @@ class IngestParams(BaseModel):
     max_future_skew_ms: int = Field(3_600_000, ge=0)
 
 
+class MaintenanceParams(BaseModel):
+    """Table maintenance (the ``maintain`` stage): compaction, clustering, checkpoints, VACUUM."""
+
+    # the stage runs for windows whose end is a multiple of this (keyed on the data, not the clock)
+    every_hours: int = Field(24, gt=0)
+    # OPTIMIZE a table (for dt-partitioned tables: the days of the span) with at least this many files
+    compact_min_files: int = Field(8, ge=2)
+    # silver/flows_attributed is Z-ordered on these within each day (who called X, when)
+    cluster_flows_by: list[str] = Field(default_factory=lambda: ["remote_workload", "local_workload_resolved",
+                                                                  "interval_start_ms"])
+    # VACUUM keeps this many hours of time travel (Delta refuses less than 168 without a safety override)
+    vacuum_retain_hours: int = Field(168, ge=168)
+    # a Delta checkpoint every this many commits (bounded log replay)
+    checkpoint_interval: int = Field(10, gt=0)
+
+
 class JobsConfig(ComponentConfig):
     component: str = "jobs"
     attribution: AttributionParams = AttributionParams()
     ingest: IngestParams = IngestParams()
+    maintenance: MaintenanceParams = MaintenanceParams()
     shuffle_partitions: int = 8
 
 

@@ -18,11 +18,15 @@ from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS
 from flowlake.jobs.quality import suites
 from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.gold_stage import gold_stage
+from flowlake.jobs.run.maintain import maintain_stage
 from flowlake.jobs.run.stage_names import STAGE_NAMES
+from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, ownership
+from flowlake.jobs.silver.event_ranges import event_ranges, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, RUNS,
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
+    OWNERSHIP_CONFLICTS, RUNS,
 )
 
 OWNER_KEY = ["ip", "source"]
@@ -67,19 +71,30 @@ def _bronze_checks(ctx: RunContext, window):
 
 
 def ownership_stage(ctx: RunContext) -> None:
-    """Ownership ranges of the span, spliced into the published ranges (open holdings stay open)."""
-    span = ctx.the_span
+    """Ownership ranges of the span, spliced into the published ranges (open holdings stay open).
+
+    Reads only the span: heartbeat evidence within the padded span, the events from the span's start
+    (up to what reaches into it through the lag margin), and the tracker holdings open at the span's
+    start as earlier runs published them (``silver/ip_event_holdings``), never every event ingested."""
+    span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
-    ranges, conflicts = ownership.transform(evidence, ctx.read(BRONZE_IP_EVENTS), params=ctx.config.attribution)
+    events = ctx.read(BRONZE_IP_EVENTS).where(
+        (F.col("event_ms") >= span.from_ms)
+        & (F.col("event_ms") < span.end_ms + span.pad_ms + params.event_lag_margin_ms)
+    ).select(*IP_EVENT_SCHEMA.names)
+    seed = holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms)
+    holdings = event_ranges(events.unionByName(seed), params=params).localCheckpoint()
+    ranges, conflicts = ownership.transform_ranges(evidence, holdings, params=params)
     # nothing published beyond this window: holdings reaching past its end stay open
     open_end = ctx.read(RUNS).where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}
     for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
-                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"])):
+                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"]),
+                                       (IP_EVENT_HOLDINGS, holdings, ["ip"], OWNER_COLUMNS)):
         stored = ctx.read(table)
         rows = splice(touching(stored, from_ms=span.from_ms, to_ms=span.end_ms), computed, key=key, same=same,
                       from_ms=span.from_ms, to_ms=span.end_ms, open_end=open_end)
-        spliced[table] = rows.select(*ctx.read(table).columns).localCheckpoint()
+        spliced[table] = rows.select(*stored.columns).localCheckpoint()
     owned = spliced[IP_OWNERSHIP]
     ctx.gate("ownership", lambda: _bronze_checks(ctx, ctx.read_span(BRONZE_FLOWS)) + suites.ownership_suite(owned))
     for table, rows in spliced.items():
@@ -126,6 +141,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("attribute", attribute_stage),
     Stage("quality", quality_stage),
     Stage("gold", gold_stage),
+    Stage("maintain", maintain_stage),
 )
 assert tuple(s.name for s in STAGES) == STAGE_NAMES, "jobs/run/stage_names.py and the registry disagree"
 BY_NAME = {s.name: s for s in STAGES}

@@ -25,7 +25,7 @@ from flowlake.sim.params import SimParams
 START = "2025-06-02T00:00:00Z"
 H = 3_600_000
 T = parse_utc(START)
-TABLES = ["bronze/flows", "bronze/ip_events", "silver/ip_ownership", "silver/ip_ownership_conflicts",
+TABLES = ["bronze/flows", "bronze/ip_events", "silver/ip_ownership", "silver/ip_ownership_conflicts", "silver/ip_event_holdings",
           "silver/flows_attributed", "gold/app_dependencies"]
 
 
