@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from flowlake.jobs.config import InsightConfig, load_insight_config  # noqa: E402
+from flowlake.insight_config import InsightConfig, load_insight_config  # noqa: E402
 from flowlake.lake import TABLES, Lake  # noqa: E402
 
 # short names analysts use: "segments" for gold/segments, "runs" for _meta/runs

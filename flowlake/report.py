@@ -106,7 +106,7 @@ def build(view: nb.LakeView, *, max_forecasts: int = 6) -> str:
               help="insight config (default conf/insight.yaml).")
 def report(lake: str | None, out_path: str, config_path: str | None) -> None:
     """Write one static HTML page with the insight pictures of a lake."""
-    from flowlake.jobs.config import load_insight_config
+    from flowlake.insight_config import load_insight_config
 
     view = nb.open_lake(lake, config=load_insight_config(config_path))
     Path(out_path).write_text(build(view), encoding="utf-8")

@@ -75,18 +75,21 @@ def ownership_stage(ctx: RunContext) -> None:
 
     Reads only the span: heartbeat evidence within the padded span, the events from the span's start
     (up to what reaches into it through the lag margin), and the tracker holdings open at the span's
-    start as earlier runs published them (``silver/ip_event_holdings``), never every event ingested."""
+    start as earlier runs published them (``silver/ip_event_holdings``), not every event ingested."""
     span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
     events = ctx.read(BRONZE_IP_EVENTS).where(
-        (F.col("event_ms") >= span.from_ms)
-        & (F.col("event_ms") < span.end_ms + span.pad_ms + params.event_lag_margin_ms)
-    ).select(*IP_EVENT_SCHEMA.names)
-    seed = holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms)
-    holdings = event_ranges(events.unionByName(seed), params=params).localCheckpoint()
+        F.col("event_ms") < span.end_ms + span.pad_ms + params.event_lag_margin_ms).select(*IP_EVENT_SCHEMA.names)
+    # an earlier run published the holdings open at the span's start: start from them; else (a new
+    # lake, or after a gap in the runs) read every earlier event once
+    runs = ctx.read(RUNS)
+    if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
+        seed = holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms)
+        events = events.where(F.col("event_ms") >= span.from_ms).unionByName(seed)
+    holdings = event_ranges(events, params=params).localCheckpoint()
     ranges, conflicts = ownership.transform_ranges(evidence, holdings, params=params)
     # nothing published beyond this window: holdings reaching past its end stay open
-    open_end = ctx.read(RUNS).where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
+    open_end = runs.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}
     for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
                                        (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"]),
