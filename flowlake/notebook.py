@@ -20,6 +20,8 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)
 import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.patches  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -383,6 +385,8 @@ def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, summary: pd.Dat
         ax.fill_between(t, f.yhat_lower, f.yhat_upper, color="C1", alpha=0.25, label=band)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(metric)
+    per_s = "/s" if metric.endswith("_per_s") else ""
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human_bytes(v) + per_s))
     ax.legend(fontsize=7, loc="upper left")
     _utc_axis(ax)
 
@@ -443,15 +447,13 @@ def plot_segment_graph(matrix: pd.DataFrame, segments: pd.DataFrame | None, ax) 
     sizes = [200 + 60 * int(members.get(n, 0)) for n in names]
     ax.scatter([pos[n][0] for n in names], [pos[n][1] for n in names], s=sizes,
                c=[colours[n] for n in names], edgecolors="#333", linewidths=0.5, zorder=2)
-    for n in names:
+    for n in names:  # few nodes: horizontal labels, pushed outward on their side
         x, y = pos[n]
-        angle = math.degrees(math.atan2(y, x))
-        right = -90 <= angle <= 90
         inside = human_bytes(matrix.loc[n, n])
-        ax.text(1.15 * x, 1.15 * y, f"{n} ({int(members.get(n, 0))} workloads, {inside} inside)", fontsize=8,
-                rotation=angle if right else angle - 180, rotation_mode="anchor",
-                ha="left" if right else "right", va="center", gid="node-label")
-    ax.set_xlim(-2.2, 2.2)
-    ax.set_ylim(-1.7, 1.7)
+        ax.text(1.18 * x, 1.18 * y, f"{n}\n{int(members.get(n, 0))} workloads, {inside} inside", fontsize=8,
+                ha="center" if abs(x) < 0.35 else ("left" if x > 0 else "right"),
+                va="center" if abs(y) < 0.35 else ("bottom" if y > 0 else "top"), gid="node-label")
+    ax.set_xlim(-2.4, 2.4)
+    ax.set_ylim(-1.5, 1.5)
     ax.set_aspect("equal")
     ax.set_title("segments (size = workloads, line width = bytes between them)")

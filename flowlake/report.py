@@ -91,9 +91,10 @@ def table_html(df: pd.DataFrame, *, n: int = 15, order: str = "", source: str = 
     head = "".join(f"<th>{html.escape(str(c).removesuffix('_ms'))}</th>" for c in df.columns)
     body = []
     for row in df.head(n).itertuples(index=False):
+        texts = [(c, _cell(v, kind=kinds[c])) for c, v in zip(df.columns, row)]
         cells = "".join(
-            f"<td{' class=num' if c in numeric else ''}>"
-            f"{html.escape(_cell(v, kind=kinds[c]))}</td>" for c, v in zip(df.columns, row))
+            f"<td{' class=num' if c in numeric else (' class=wrap' if len(t) > 60 else '')}>{html.escape(t)}</td>"
+            for c, t in texts)
         body.append(f"<tr>{cells}</tr>")
     caption = ""
     if len(df) > n:
@@ -178,7 +179,7 @@ def completeness_html(comp: pd.DataFrame) -> str:
 
 def dependencies_section(view: nb.LakeView, deps: pd.DataFrame, segments: pd.DataFrame, *,
                          max_nodes: int, max_edges: int, top_rows: int) -> str:
-    fig, ax = nb.plt.subplots(figsize=(12, 10))
+    fig, ax = nb.plt.subplots(figsize=(12, 9))
     rule = nb.plot_dependency_graph(deps, ax, segments=segments, max_nodes=max_nodes, max_edges=max_edges)
     parts = [_png(fig, alt="dependency graph"), _p(f"What the graph shows: {html.escape(rule)}")]
     fig, ax = nb.plt.subplots(figsize=(10, 4.5))
@@ -329,8 +330,9 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:4px 16px;font-s
 dl.facts dt{font-weight:600;color:#555} dl.facts dd{margin:0}
 p.note{color:#555;font-size:14px} b.bad{color:#b00} b.ok{color:#070}
 table.t{border-collapse:collapse;font-size:12px;margin:8px 0}
-table.t caption{text-align:left;color:#555;padding:4px 0;caption-side:top}
-table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
+table.t caption{text-align:left;color:#555;padding:4px 0;caption-side:top;white-space:nowrap}
+table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:nowrap}
+table.t td.wrap{white-space:normal}
 table.t td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.t th{background:#f4f4f4}
 """
