@@ -30,6 +30,14 @@ N_WORKLOADS = 120
 SEGMENTS = 6
 
 
+KEPT: list[str] = []  # test artefacts kept for CI, listed at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in KEPT:
+        terminalreporter.write_line(f"kept test artefact: {line}")
+
+
 def workload(i: int) -> str:
     return f"svc-{i:03d}"
 
