@@ -108,6 +108,27 @@ def human_bytes(n) -> str:
     return f"{n:.1f} PB"
 
 
+MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: an *_ms column whose values are all above this is a time
+
+
+def is_time_ms(name: str, s: pd.Series) -> bool:
+    """Whether a column holds epoch-millisecond times (``*_ms``, every value after 2000)."""
+    if not name.endswith("_ms") or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return False
+    v = s.dropna()
+    return len(v) > 0 and bool((v >= MIN_EPOCH_MS).all())
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy for display: epoch-ms columns as UTC times (``hour_start_ms`` -> ``hour_start``)."""
+    out = df.copy()
+    for c in df.columns:
+        if is_time_ms(c, df[c]):
+            out[c] = pd.to_datetime(df[c], unit="ms", utc=True)
+            out = out.rename(columns={c: c.removesuffix("_ms")})
+    return out
+
+
 def attribution_shares(root: str) -> pd.DataFrame:
     """Records of silver/flows_attributed per ``remote_attribution`` with their share (one column read)."""
     df = lakeread.read_table(root, "silver/flows_attributed", columns=["remote_attribution"])
@@ -389,6 +410,16 @@ def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, summary: pd.Dat
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human_bytes(v) + per_s))
     ax.legend(fontsize=7, loc="upper left")
     _utc_axis(ax)
+
+
+def busiest_links(history: pd.DataFrame, summary: pd.DataFrame, *, n: int = 6) -> pd.DataFrame:
+    """The links to draw (``link_kind``, ``link``): the ``n`` with a forecast that carried the most bytes,
+    or, when no series has a forecast yet, the ``n`` busiest AZ pairs."""
+    volume = history.groupby(["link_kind", "link"], as_index=False).bytes_total.sum()
+    ok = summary[(summary.status == "ok") & (summary.metric == "bytes_total")][["link_kind", "link"]]
+    pool = volume.merge(ok.drop_duplicates(), on=["link_kind", "link"]) if len(ok) else \
+        volume[volume.link_kind == "az_pair"]
+    return pool.sort_values("bytes_total", ascending=False, ignore_index=True).head(n)[["link_kind", "link"]]
 
 
 def plot_cost_per_day(cost: pd.DataFrame, ax) -> None:

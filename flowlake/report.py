@@ -24,7 +24,6 @@ from flowlake import lakeread
 from flowlake import notebook as nb
 
 DASH = "–"
-MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: an *_ms column whose values are all above this is a time
 
 
 # ---------------------------------------------------------------- formatting
@@ -36,13 +35,6 @@ def _png(fig, *, alt: str) -> str:
     nb.plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>'
-
-
-def _is_time_ms(name: str, s: pd.Series) -> bool:
-    if not name.endswith("_ms") or not pd.api.types.is_numeric_dtype(s):
-        return False
-    v = s.dropna()
-    return len(v) > 0 and bool((v >= MIN_EPOCH_MS).all())
 
 
 def _cell(v, *, kind: str) -> str:
@@ -68,7 +60,7 @@ def _cell(v, *, kind: str) -> str:
 
 
 def _kind(name: str, s: pd.Series) -> str:
-    if _is_time_ms(name, s):
+    if nb.is_time_ms(name, s):
         return "time"
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         if name.startswith("bytes") or name.endswith("bytes") or name == "bytes":
@@ -251,20 +243,15 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
     fc = view.table("capacity_forecast") if view.has("capacity_forecast") else pd.DataFrame(
         columns=["link_kind", "link", "metric", "hour_start_ms", "yhat", "yhat_lower", "yhat_upper"])
     hist = view.table("link_hourly")
-    volume = hist.groupby(["link_kind", "link"]).bytes_total.sum()
     ok = summary[summary.status == "ok"]
     short = summary[summary.status != "ok"]
     parts = []
+    picks = nb.busiest_links(hist, summary, n=max_forecasts)
     if len(ok):
-        picks = ok[ok.metric == "bytes_total"].assign(
-            _v=lambda d: [volume.get((k, li), 0) for k, li in zip(d.link_kind, d.link)])
-        picks = picks.sort_values("_v", ascending=False).head(max_forecasts)
         lead = (f"History, forecast and {_band(ok)} prediction band of the {len(picks)} busiest links "
                 f"(of {ok[['link_kind', 'link']].drop_duplicates().shape[0]} forecast); the title gives each "
                 f"forecast's backtest MAPE over its held-out hours.")
     else:
-        picks = hist.groupby(["link_kind", "link"], as_index=False).bytes_total.sum()
-        picks = picks[picks.link_kind == "az_pair"].sort_values("bytes_total", ascending=False).head(max_forecasts)
         lead = (f"No forecast yet: history of the {len(picks)} busiest AZ pairs. Forecasts need "
                 f"{view.config.forecast.min_history_hours + view.config.forecast.min_backtest_hours} hours of "
                 f"history per link.")

@@ -166,6 +166,15 @@ def build_lake(root: Path) -> Path:
     write(root, "gold/policy_breaches", pd.DataFrame([{
         "hour_start_ms": END - HOUR, "policy": "payments-closed", "src_workload": "svc-001",
         "dst_workload": "svc-000", "dst_port": 7001, "connections": 5}]))
+    write(root, "gold/allow_rules", pd.DataFrame([{
+        "scope": "workload", "src": workload(i), "src_segment": f"seg-{i % SEGMENTS}", "dst_workload": workload(i + 5),
+        "dst_port": 7001, "first_seen_ms": END - 2 * HOUR, "last_seen_ms": END, "connections": 20 + i,
+        "bytes": 10**6 * i, "src_workloads": 1} for i in range(40)]))
+    write(root, "gold/path_validation", pd.DataFrame([
+        {"path": "a-db", "src": "svc-001", "dst": "svc-006", "port": 7001, "status": "observed",
+         "connections": 49, "last_seen_ms": END},
+        {"path": "c-db", "src": "svc-002", "dst": "svc-099", "port": None, "status": "no_traffic",
+         "connections": 0, "last_seen_ms": None}]))
     write(root, "silver/flows_attributed", make_silver(), partition_by=["dt"])
     runs = pd.DataFrame([{"run_id": f"run-{k}", "start_ms": T0 + k * 7 * DAY, "end_ms": T0 + (k + 1) * 7 * DAY,
                           "recomputed_from_ms": T0 + k * 7 * DAY, "flow_files": 100, "flow_rows": 5000,
