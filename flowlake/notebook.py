@@ -223,17 +223,21 @@ def graph_edges(deps: pd.DataFrame, *, segments: pd.DataFrame | None = None, max
     kept = set(weight.index[:max_nodes])
     merged = len(weight) - len(kept)
 
+    others: dict[str, str] = {}  # merged node -> its segment
+
     def node(w: str) -> str:
-        return w if w in kept else f"other ({seg.get(w, NO_SEGMENT)})"
+        if w in kept:
+            return w
+        s = seg.get(w, NO_SEGMENT)
+        name = f"other ({s.strip('()')})"
+        others[name] = s
+        return name
 
     g = e.assign(src=e.src_workload.map(node), dst=e.dst_workload.map(node))
     g = g.groupby(["src", "dst"], as_index=False)[["connections", "bytes"]].sum()
     total_edges = len(g)
     g = g.sort_values("bytes", ascending=False, ignore_index=True).head(max_edges)
-    node_seg = {n: seg.get(n, NO_SEGMENT) for n in set(g.src) | set(g.dst)}
-    for n in node_seg:
-        if n.startswith("other ("):
-            node_seg[n] = n[len("other ("):-1]
+    node_seg = {n: others.get(n, seg.get(n, NO_SEGMENT)) for n in set(g.src) | set(g.dst)}
     rule = (f"{len(weight)} workloads: the {min(max_nodes, len(weight))} with the most bytes are drawn by name"
             + (f", the other {merged} merged into one node per segment" if merged else "")
             + f"; the {len(g)} heaviest of {total_edges} edges are drawn (width ~ bytes).")
@@ -420,6 +424,19 @@ def busiest_links(history: pd.DataFrame, summary: pd.DataFrame, *, n: int = 6) -
     pool = volume.merge(ok.drop_duplicates(), on=["link_kind", "link"]) if len(ok) else \
         volume[volume.link_kind == "az_pair"]
     return pool.sort_values("bytes_total", ascending=False, ignore_index=True).head(n)[["link_kind", "link"]]
+
+
+def plot_link_history(history: pd.DataFrame, links: pd.DataFrame, ax, *, metric: str = "bytes_total") -> None:
+    """Several links' hourly history on one chart (for a lake too short to forecast)."""
+    for r in links.itertuples():
+        h = history[(history.link_kind == r.link_kind) & (history.link == r.link)].sort_values("hour_start_ms")
+        ax.plot(_times(h.hour_start_ms), h[metric], marker="o", lw=1, label=f"{r.link_kind} {r.link}")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(metric)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human_bytes(v)))
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"hourly {metric} of the busiest links (no forecast yet)", fontsize=9)
+    _utc_axis(ax)
 
 
 def plot_cost_per_day(cost: pd.DataFrame, ax) -> None:

@@ -47,7 +47,7 @@ def _cell(v, *, kind: str) -> str:
     if kind == "pct":
         return f"{float(v):.1%}"
     if kind == "usd":
-        return f"${float(v):,.2f}"
+        return usd(v)
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (float, np.floating)):
@@ -57,6 +57,12 @@ def _cell(v, *, kind: str) -> str:
     if isinstance(v, pd.Timestamp):
         return v.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC") if v.tzinfo else v.strftime("%Y-%m-%d %H:%M")
     return str(v)
+
+
+def usd(v) -> str:
+    """Dollars: cents from $1 up, three significant digits below ($0.00383)."""
+    v = float(v)
+    return f"${v:,.2f}" if abs(v) >= 1 or v == 0 else f"${v:.3g}"
 
 
 def _kind(name: str, s: pd.Series) -> str:
@@ -128,7 +134,7 @@ def summary_section(view: nb.LakeView, *, now_ms: int) -> str:
                   or DASH))
     quality = lakeread.quality_reports(view.root)
     latest_run = quality[0]["run_id"] if quality else None
-    latest = [q for q in quality if q["run_id"] == latest_run]
+    latest = [q for q in reversed(quality) if q["run_id"] == latest_run]  # in the order they ran
     if latest:
         failed = sum(q["failed"] for q in latest)
         warned = sum(q["warnings"] for q in latest)
@@ -256,10 +262,15 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
                 f"{view.config.forecast.min_history_hours + view.config.forecast.min_backtest_hours} hours of "
                 f"history per link.")
     parts.append(_p(lead))
-    for r in picks.itertuples():
-        fig, ax = nb.plt.subplots(figsize=(12, 3.2))
-        nb.plot_forecast(hist, fc, summary, ax, link_kind=r.link_kind, link=r.link)
-        parts.append(_png(fig, alt=f"forecast {r.link_kind} {r.link}"))
+    if len(ok):
+        for r in picks.itertuples():
+            fig, ax = nb.plt.subplots(figsize=(12, 3.2))
+            nb.plot_forecast(hist, fc, summary, ax, link_kind=r.link_kind, link=r.link)
+            parts.append(_png(fig, alt=f"forecast {r.link_kind} {r.link}"))
+    else:
+        fig, ax = nb.plt.subplots(figsize=(12, 3.5))
+        nb.plot_link_history(hist, picks, ax)
+        parts.append(_png(fig, alt="link history"))
     if len(short):
         hours = int(short.history_hours.max()) if short.history_hours.notna().any() else 0
         reasons = ", ".join(f"{n} {s}" for s, n in short.status.value_counts().items())
@@ -292,7 +303,7 @@ def crosszone_section(view: nb.LakeView, *, top_rows: int) -> str:
     parts.append(_png(fig, alt="cross-zone cost per pair"))
     by_scope = cost.groupby("scope", as_index=False)[["bytes_total", "cost_usd"]].sum()
     parts.append(_p("Total per scope: " + "; ".join(
-        f"{r.scope} {nb.human_bytes(r.bytes_total)}, ${r.cost_usd:,.2f}" for r in by_scope.itertuples())))
+        f"{r.scope} {nb.human_bytes(r.bytes_total)}, {usd(r.cost_usd)}" for r in by_scope.itertuples())))
     pairs = (cost[cost.cost_usd > 0].groupby(["src_workload", "dst_workload", "scope"], dropna=False,
                                                as_index=False)[["bytes_total", "cost_usd"]].sum()
              .sort_values("cost_usd", ascending=False, ignore_index=True))

@@ -112,7 +112,7 @@ def collect(root: str, *, last: int = 5, now_ms: int | None = None) -> dict[str,
                            "last_commit": _iso(s.last_commit_ms)})
     return {
         "lake": root, "checked_at": _iso(now_ms), "freshness": fresh, "runs": runs,
-        "quality": {"latest_run": latest_run, "stages": [q for q in quality if q["run_id"] == latest_run],
+        "quality": {"latest_run": latest_run, "stages": [q for q in reversed(quality) if q["run_id"] == latest_run],
                     "runs_with_blocking_failures": sorted({q["run_id"] for q in quality if q["failed"]})},
         "quarantine": quarantine_status(root, last=last),
         "completeness": completeness_status(root),
