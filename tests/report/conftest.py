@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -200,3 +201,16 @@ def build_lake(root: Path) -> Path:
     (root / "_meta" / "writer.lock").write_text(json.dumps(
         {"owner": "run-3", "host": "worker-7", "pid": 4242, "acquired_at_ms": END + 5 * HOUR}))
     return root
+
+
+@pytest.fixture(scope="session")
+def report_file(lake, tmp_path_factory) -> Path:
+    """`flowlake report` on the test lake, run as a user would (a new process), checked to import no pyspark."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    code = ("import sys; from flowlake.cli import cli; "
+            f"cli(['report', '--lake', {str(lake)!r}, '--out', {str(out)!r}], standalone_mode=False); "
+            "assert 'pyspark' not in sys.modules, 'flowlake report imported pyspark'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"wrote {out}" in res.stdout
+    return out

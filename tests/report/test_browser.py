@@ -9,11 +9,7 @@ from pathlib import Path
 
 import pytest
 from browser import Browser, find_chromium
-from conftest import END, KEPT
-
-from flowlake import notebook as nb
-from flowlake import report
-from flowlake.jobs.insight_config import InsightConfig
+from conftest import KEPT
 
 # where the screenshot is copied for CI to keep (FLOWLAKE_TEST_ARTEFACTS overrides)
 ARTEFACTS = Path(os.environ.get("FLOWLAKE_TEST_ARTEFACTS", "/tmp/flowlake-test-artefacts"))
@@ -27,10 +23,8 @@ def browser():
         yield b
 
 
-def test_report_loads_and_every_image_renders(lake, tmp_path, browser):
-    page = tmp_path / "report.html"
-    page.write_text(report.build(nb.open_lake(str(lake), config=InsightConfig()), now_ms=END), encoding="utf-8")
-    browser.open(page, width=1400)
+def test_report_loads_and_every_image_renders(report_file, tmp_path, browser):
+    browser.open(report_file, width=1400)
     assert browser.evaluate("document.title") == "flowlake report"
     assert browser.evaluate("document.querySelectorAll('section').length") == 6
     images = browser.images()
