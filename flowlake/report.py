@@ -42,6 +42,8 @@ def _cell(v, *, kind: str) -> str:
         return DASH
     if kind == "time":
         return lakeread.utc(v)
+    if kind == "id":
+        return str(int(v)) if isinstance(v, (float, np.floating, int, np.integer)) else str(v)
     if kind == "bytes":
         return nb.human_bytes(v)
     if kind == "pct":
@@ -68,6 +70,8 @@ def usd(v) -> str:
 def _kind(name: str, s: pd.Series) -> str:
     if nb.is_time_ms(name, s):
         return "time"
+    if name.endswith("port") or name.endswith("_id"):
+        return "id"
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         if name.startswith("bytes") or name.endswith("bytes") or name == "bytes":
             return "bytes"

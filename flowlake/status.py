@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -24,7 +25,15 @@ COMPLETENESS = "silver/capture_completeness"
 
 
 def _iso(ms) -> str | None:
-    return None if ms is None or pd.isna(ms) else lakeread.utc(ms)
+    """Epoch ms as ISO 8601 UTC to the second (``2025-06-02T02:00:00Z``), for JSON."""
+    if ms is None or pd.isna(ms):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _h(iso: str | None) -> str:
+    """The JSON's ISO time as text: ``2025-06-02 02:00:00 UTC``."""
+    return "–" if not iso else iso.replace("T", " ").replace("Z", " UTC")
 
 
 def _int(v) -> int | None:
@@ -140,24 +149,24 @@ def _age(s) -> str:
 
 def render_text(st: dict[str, Any]) -> str:
     """The status as a few plain-text blocks."""
-    lines = [f"lake {st['lake']} (checked {st['checked_at']})"]
+    lines = [f"lake {st['lake']} (checked {_h(st['checked_at'])})"]
     lock = st["lock"]
     if lock["held"]:
         lines.append(f"writer lock: HELD by run {lock['owner']} (pid {lock['pid']} on {lock['host']}, "
-                     f"since {lock.get('acquired_at', '?')}, {_age(lock.get('age_s'))} ago)"
+                     f"since {_h(lock.get('acquired_at'))}, {_age(lock.get('age_s'))} ago)"
                      + (f" [{lock['error']}]" if lock.get("error") else ""))
     else:
         lines.append("writer lock: free")
     f = st["freshness"]
     if f["newest_data_end"]:
-        lines.append(f"freshness: data up to {f['newest_data_end']} ({_age(f['lag_s'])} ago); "
-                     f"last run finished {f['last_run_finished']}; {f['runs']} runs in all")
+        lines.append(f"freshness: data up to {_h(f['newest_data_end'])} ({_age(f['lag_s'])} ago); "
+                     f"last run finished {_h(f['last_run_finished'])}; {f['runs']} runs in all")
     else:
         lines.append("freshness: no run recorded in _meta/runs")
     if st["runs"]:
         lines.append("\nlast runs:")
         for r in st["runs"]:
-            lines.append(f"  {r['run_id']}: {r['window_start']} → {r['window_end']}, finished {r['finished_at']} "
+            lines.append(f"  {r['run_id']}: {_h(r['window_start'])} → {_h(r['window_end'])}, finished {_h(r['finished_at'])} "
                          f"in {r['seconds']} s; {r['flow_rows'] or 0:,} flow rows from {r['flow_files'] or 0:,} files, "
                          f"{r['quarantined_files'] or 0} quarantined")
     q = st["quality"]
@@ -179,7 +188,7 @@ def render_text(st: dict[str, Any]) -> str:
         lines.append("\ncapture completeness per instance (lowest first):")
         for c in comp[:20]:
             if "instance_id" in c:
-                lines.append(f"  {c['instance_id']}: latest {c['latest']:.2%} ({c['latest_at']}), "
+                lines.append(f"  {c['instance_id']}: latest {c['latest']:.2%} ({_h(c['latest_at'])}), "
                              f"lowest {c['lowest']:.2%}")
             else:
                 lines.append(f"  {c['rows']} rows (columns: {', '.join(c['columns'])})")
@@ -190,7 +199,7 @@ def render_text(st: dict[str, Any]) -> str:
     for t in st["tables"]:
         rows = f"{t['rows']:,} rows" if t["rows"] is not None else "rows unknown"
         lines.append(f"  {t['table']:<{width}}  {_size(t['bytes']):>9}  {t['files']:>5} files  {rows:>16}  "
-                     f"v{t['version']}, last commit {t['last_commit']}")
+                     f"v{t['version']}, last commit {_h(t['last_commit'])}")
     return "\n".join(lines)
 
 

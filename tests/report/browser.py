@@ -8,9 +8,9 @@
         b.images()              # [{"src": ..., "naturalWidth": ...}, ...]
         b.screenshot("page.png")
 
-Also a script that refreshes the docs screenshots from a rendered report:
+Also a script that refreshes the docs screenshots from a rendered report (one PNG per section):
 
-    .venv/bin/python tests/report/browser.py demo/report.html docs/img
+    .venv/bin/python tests/report/browser.py demo/report.html docs/img [PREFIX [SECTION ...]]
 """
 
 from __future__ import annotations
@@ -166,22 +166,25 @@ class Browser:
         return out
 
 
-SECTIONS = ("summary", "dependencies", "segments", "capacity", "crosszone")
+SECTIONS = ("summary", "dependencies", "segments", "policy", "capacity", "crosszone")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: browser.py REPORT.html OUT_DIR", file=sys.stderr)
+    """browser.py REPORT.html OUT_DIR [PREFIX [SECTION ...]]: one PNG per section at 1400 px."""
+    if len(argv) < 2:
+        print("usage: browser.py REPORT.html OUT_DIR [PREFIX [SECTION ...]]", file=sys.stderr)
         return 2
     page, out_dir = Path(argv[0]), Path(argv[1])
+    prefix = argv[2] if len(argv) > 2 else "report"
+    sections = argv[3:] or SECTIONS
     with Browser() as b:
         b.open(page, width=1400)
         broken = [i for i in b.images() if not i["naturalWidth"]]
         if broken:
             print(f"broken images: {broken}", file=sys.stderr)
             return 1
-        for s in SECTIONS:
-            print(b.screenshot(out_dir / f"report-{s}.png", selector=f"#{s}"))
+        for s in sections:
+            print(b.screenshot(out_dir / f"{prefix}-{s}.png", selector=f"#{s}"))
     return 0
 
 

@@ -248,3 +248,8 @@ def test_the_overlap_check_fails_on_a_graph_too_crowded_to_read(view):
 
 def test_small_costs_are_not_rounded_to_zero():
     assert report.usd(0.00383) == "$0.00383" and report.usd(1234.5) == "$1,234.50" and report.usd(0) == "$0.00"
+
+
+def test_ports_are_not_thousands_separated(page):
+    policy = section(page, "policy")
+    assert "<td class=num>7001</td>" in policy and "7,001" not in policy

@@ -21,9 +21,9 @@ from flowlake import lakeread, status
 def test_status_json_has_every_part(lake):
     st = status.collect(str(lake), last=2, now_ms=END + 6 * HOUR)
     assert [r["run_id"] for r in st["runs"]] == ["run-2", "run-1"]
-    assert st["runs"][0]["window_start"] == "2025-06-16 00:00 UTC" and st["runs"][0]["seconds"] == 90.0
+    assert st["runs"][0]["window_start"] == "2025-06-16T00:00:00Z" and st["runs"][0]["seconds"] == 90.0
     f = st["freshness"]
-    assert f["newest_data_end"] == "2025-06-23 00:00 UTC" and f["lag_s"] == 6 * 3600 and f["runs"] == 3
+    assert f["newest_data_end"] == "2025-06-23T00:00:00Z" and f["lag_s"] == 6 * 3600 and f["runs"] == 3
     assert st["quality"]["latest_run"] == "run-2"
     assert st["quality"]["stages"][0].items() >= {"stage": "silver", "passed": 1, "failed": 1, "warnings": 1}.items()
     assert st["quality"]["runs_with_blocking_failures"] == ["run-2"]
@@ -60,8 +60,8 @@ def test_text_output(lake):
     assert res.exit_code == 0, res.output
     out = res.output
     assert "writer lock: HELD by run run-3 (pid 4242 on worker-7" in out
-    assert "freshness: data up to 2025-06-23 00:00 UTC" in out
-    assert "run-2: 2025-06-16 00:00 UTC → 2025-06-23 00:00 UTC" in out
+    assert "freshness: data up to 2025-06-23 00:00:00 UTC" in out
+    assert "run-2: 2025-06-16 00:00:00 UTC → 2025-06-23 00:00:00 UTC" in out
     assert "run-2 silver: FAILED, 1 passed, 1 blocking, 1 warnings (silver.attributed_share" in out
     assert "quarantined files: 1 (not a parquet file: 1)" in out
     assert "gold/policy_breaches" in out and "2 files" in out
@@ -95,8 +95,8 @@ def test_completeness_per_instance_when_present(lake, tmp_path):
         "completeness": [0.4, 0.9, 1.0]}))
     comp = status.collect(str(copy))["completeness"]
     assert comp == [
-        {"instance_id": "i-1", "latest": 0.9, "lowest": 0.4, "rows": 2, "latest_at": "2025-06-23 00:00 UTC"},
-        {"instance_id": "i-2", "latest": 1.0, "lowest": 1.0, "rows": 1, "latest_at": "2025-06-23 00:00 UTC"}]
+        {"instance_id": "i-1", "latest": 0.9, "lowest": 0.4, "rows": 2, "latest_at": "2025-06-23T00:00:00Z"},
+        {"instance_id": "i-2", "latest": 1.0, "lowest": 1.0, "rows": 1, "latest_at": "2025-06-23T00:00:00Z"}]
     assert "i-1: latest 90.00%" in status.render_text(status.collect(str(copy)))
 
 
@@ -133,7 +133,7 @@ def test_status_of_a_lake_on_s3(s3_server, lake, monkeypatch):
                   Body=(lake / "_quality/run-2/silver.json").read_bytes())
     st = status.collect(root.replace("s3://", "s3a://"))
     assert {t["table"] for t in st["tables"]} == {"_meta/runs", "gold/policy_breaches"}
-    assert st["freshness"]["newest_data_end"] == "2025-06-23 00:00 UTC"
+    assert st["freshness"]["newest_data_end"] == "2025-06-23T00:00:00Z"
     assert st["lock"]["owner"] == "run-3" and st["quality"]["latest_run"] == "run-2"
 
 
