@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 
 from flowlake import lakeread  # noqa: E402
@@ -154,10 +155,12 @@ def who_called(view: LakeView, workload: str, *, days: int = 7, until_ms: int | 
         until_ms = int(runs.end_ms.max()) if len(runs) else int(time.time() * 1000)
     since_ms = until_ms - days * DAY_MS
     f = pads.field
-    first_day = pd.Timestamp(since_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
     window = (f("interval_start_ms") >= since_ms) & (f("interval_start_ms") < until_ms)
-    if "dt" in lakeread.open_table(view.root, "silver/flows_attributed").metadata().partition_columns:
-        window = window & (f("dt") >= pads.scalar(first_day).cast(_dt_type(view)))
+    silver = lakeread.open_table(view.root, view.path("flows_attributed"))
+    if silver is not None and "dt" in silver.metadata().partition_columns:  # prune day partitions
+        dt_type = pa.schema(silver.schema().to_arrow()).field("dt").type
+        first_day = pd.Timestamp(since_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+        window = window & (f("dt") >= pads.scalar(first_day).cast(dt_type))
     out_rows = (f("direction") == "outbound") & (f("remote_workload") == workload)
     in_rows = ((f("direction") == "inbound") & (f("local_workload_resolved") == workload)
                & (f("remote_attribution") != "heartbeat"))
@@ -176,13 +179,6 @@ def who_called(view: LakeView, workload: str, *, days: int = 7, until_ms: int | 
     res["bytes_total"] = res.bytes_to_callee + res.bytes_to_caller
     res = res.sort_values("bytes_total", ascending=False, ignore_index=True)
     return res, time.perf_counter() - t0
-
-
-def _dt_type(view: LakeView):
-    schema = lakeread.open_table(view.root, "silver/flows_attributed").schema().to_arrow()
-    import pyarrow as pa
-
-    return pa.schema(schema).field("dt").type
 
 
 # ---------------------------------------------------------------- graph data

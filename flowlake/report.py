@@ -22,6 +22,7 @@ import pandas as pd
 
 from flowlake import lakeread
 from flowlake import notebook as nb
+from flowlake.jobs.insight_config import load_insight_config
 
 DASH = "–"
 
@@ -370,8 +371,6 @@ def build(view: nb.LakeView, *, max_forecasts: int = 6, top_rows: int = 15, max_
               help="insight config (default conf/insight.yaml).")
 def report(lake: str | None, out_path: str, config_path: str | None) -> None:
     """Write one static HTML page with the insight pictures of a lake (no JVM: delta-rs reads the tables)."""
-    from flowlake.jobs.insight_config import load_insight_config
-
     try:
         view = nb.open_lake(lake, config=load_insight_config(config_path))
     except FileNotFoundError as e:

@@ -19,6 +19,7 @@ import click
 import pandas as pd
 
 from flowlake import lakeread
+from flowlake.jobs.insight_config import load_insight_config
 from flowlake.storage import resolve
 
 COMPLETENESS = "silver/capture_completeness"
@@ -211,8 +212,6 @@ def render_text(st: dict[str, Any]) -> str:
 def status(lake: str | None, as_json: bool, last: int) -> None:
     """The lake at a glance: runs and freshness, quality gates, quarantine, tables, writer lock. No JVM."""
     if lake is None:
-        from flowlake.jobs.insight_config import load_insight_config
-
         lake = load_insight_config().lake
     try:
         st = collect(lake, last=last)
