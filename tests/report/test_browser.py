@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser import Browser, find_chromium
-from conftest import KEPT
+from tests.report.browser import Browser, find_chromium
+from tests.report.lake import KEPT
 
 # where the screenshot is copied for CI to keep (FLOWLAKE_TEST_ARTEFACTS overrides)
 ARTEFACTS = Path(os.environ.get("FLOWLAKE_TEST_ARTEFACTS", "/tmp/flowlake-test-artefacts"))

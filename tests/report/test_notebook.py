@@ -7,7 +7,7 @@ import sys
 
 import pyarrow.dataset as pads
 import pytest
-from conftest import DAY, END, HOUR
+from tests.report.lake import DAY, END, HOUR
 
 from flowlake import notebook as nb
 from flowlake.jobs.insight_config import InsightConfig

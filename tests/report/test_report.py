@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import END, N_WORKLOADS, SEGMENTS, write
+from tests.report.lake import END, N_WORKLOADS, SEGMENTS, write
 
 from flowlake import notebook as nb
 from flowlake import report

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from conftest import END, HOUR, write
+from tests.report.lake import END, HOUR, write
 from deltalake import DeltaTable, write_deltalake
 
 from flowlake import lakeread, status
