@@ -27,6 +27,7 @@ import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 
 from flowlake import lakeread  # noqa: E402
@@ -131,13 +132,18 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def attribution_shares(root: str) -> pd.DataFrame:
-    """Records of silver/flows_attributed per ``remote_attribution`` with their share (one column read)."""
-    df = lakeread.read_table(root, "silver/flows_attributed", columns=["remote_attribution"])
-    if df is None or df.empty:
-        return pd.DataFrame({"remote_attribution": [], "records": [], "share": []})
-    c = df["remote_attribution"].fillna("unattributed").value_counts().rename_axis("remote_attribution")
-    out = c.reset_index(name="records")
-    out["share"] = out["records"] / out["records"].sum()
+    """Records of silver/flows_attributed per ``remote_attribution`` with their share: one column,
+    counted batch by batch (memory stays flat however big silver is)."""
+    dt = lakeread.open_table(root, "silver/flows_attributed")
+    counts: dict[str, int] = {}
+    if dt is not None:
+        for batch in dt.to_pyarrow_dataset().to_batches(columns=["remote_attribution"]):
+            for item in pc.value_counts(batch.column(0)).to_pylist():
+                key = item["values"] if item["values"] is not None else "unattributed"
+                counts[key] = counts.get(key, 0) + item["counts"]
+    out = pd.DataFrame({"remote_attribution": list(counts), "records": list(counts.values())})
+    out = out.sort_values("records", ascending=False, ignore_index=True)
+    out["share"] = out["records"] / out["records"].sum() if len(out) else []
     return out
 
 
