@@ -91,7 +91,8 @@ def table_html(df: pd.DataFrame, *, n: int = 15, order: str = "", source: str = 
     kinds = {c: _kind(c, df[c]) for c in df.columns}
     numeric = {c for c in df.columns if kinds[c] != "plain" or (pd.api.types.is_numeric_dtype(df[c])
                                                                  and not pd.api.types.is_bool_dtype(df[c]))}
-    head = "".join(f"<th>{html.escape(str(c).removesuffix('_ms'))}</th>" for c in df.columns)
+    head = "".join(f"<th>{html.escape(str(c).removesuffix('_ms') if kinds[c] == 'time' else str(c))}</th>"
+                   for c in df.columns)
     body = []
     for row in df.head(n).itertuples(index=False):
         texts = [(c, _cell(v, kind=kinds[c])) for c, v in zip(df.columns, row)]

@@ -253,3 +253,10 @@ def test_small_costs_are_not_rounded_to_zero():
 def test_ports_are_not_thousands_separated(page):
     policy = section(page, "policy")
     assert "<td class=num>7001</td>" in policy and "7,001" not in policy
+
+
+def test_durations_in_ms_stay_numbers():
+    # edge case: an *_ms column that is a duration (values far below 2000-01-01 in epoch ms) is not a time
+    html = report.table_html(pd.DataFrame({"lag_ms": [1500], "hour_start_ms": [1748822400000]}))
+    assert "<th>lag_ms</th>" in html and "<td class=num>1,500</td>" in html
+    assert "<th>hour_start</th>" in html and "2025-06-02 00:00 UTC" in html
