@@ -104,7 +104,8 @@ def table_html(df: pd.DataFrame, *, n: int = 15, order: str = "", source: str = 
     if len(df) > n:
         caption = (f"<caption>top {n} of {len(df):,} rows{' by ' + order if order else ''}"
                    f"{'; all rows: <code>' + html.escape(source) + '</code>' if source else ''}</caption>")
-    return f"<table class='t'>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<div class='scroll'><table class='t'>{caption}<thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _section(anchor: str, title: str, *parts: str) -> str:
@@ -284,7 +285,7 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
                         f"{hours} h of history)."))
     if len(ok):
         cols = ["link_kind", "link", "metric", "backtest_mape", "backtest_interval_coverage", "backtest_hours",
-                "history_hours", "history_from_ms", "history_to_ms", "horizon_hours"]
+                "history_from_ms", "history_to_ms"]
         t = ok[[c for c in cols if c in ok.columns]].sort_values("backtest_mape", ascending=False,
                                                                    ignore_index=True)
         parts.append(table_html(t, n=top_rows, order="backtest MAPE, worst first",
@@ -333,6 +334,7 @@ nav a{margin-right:14px}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:4px 16px;font-size:15px}
 dl.facts dt{font-weight:600;color:#555} dl.facts dd{margin:0}
 p.note{color:#555;font-size:14px} b.bad{color:#b00} b.ok{color:#070}
+div.scroll{overflow-x:auto;max-width:100%}
 table.t{border-collapse:collapse;font-size:12px;margin:8px 0}
 table.t caption{text-align:left;color:#555;padding:4px 0;caption-side:top;white-space:nowrap}
 table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:nowrap}
