@@ -2,7 +2,7 @@
 # Set flowlake up on a fresh Debian machine (idempotent; run as root for --capture).
 #
 #   bash scripts/setup.sh            # jobs + simulator: Java/Maven, .venv, Delta jars
-#   bash scripts/setup.sh --all      # ... plus the test tools, the capture sidecar's
+#   bash scripts/setup.sh --all      # ... plus the test tools (Chromium for the report test), the capture sidecar's
 #                                    #     kernel dependencies (BCC, headers, tracefs)
 #                                    #     and Airflow (in .venv-airflow)
 set -euo pipefail
@@ -44,6 +44,13 @@ extras="quality,insight"
 echo "jars: $(ls .cache/jars | tr '\n' ' ')"
 
 if ((ALL)); then
+    # headless Chromium for the report's browser test (tests/report/test_browser.py)
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "installing from Debian: chromium"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    fi
     bash scripts/setup-capture.sh
     bash scripts/setup-airflow.sh   # Airflow in its own .venv-airflow (its pins clash with ours)
 fi

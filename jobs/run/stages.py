@@ -57,11 +57,16 @@ def ingest_stage(ctx: RunContext) -> None:
 
 
 def _rows_ingested_by_run(ctx: RunContext):
+    """Bronze rows from the files this run ingested (read from the days those files cover only)."""
     files = (ctx.read(INGESTED_FILES)
              .where((F.col("run_id") == ctx.run_id) & (F.col("kind") == KIND_FLOWS)
                     & (F.col("status") == ingest.STATUS_INGESTED))
-             .select("source_file").distinct())
-    return ctx.read(BRONZE_FLOWS).join(F.broadcast(files), on="source_file", how="left_semi")
+             .select("source_file", "min_time_ms", "max_time_ms")).localCheckpoint()
+    lo, hi = files.agg(F.min("min_time_ms"), F.max("max_time_ms")).first()
+    if lo is None:
+        return ctx.read(BRONZE_FLOWS).limit(0)
+    return (ctx.read_span(BRONZE_FLOWS, (lo, hi + 1))
+            .join(F.broadcast(files.select("source_file")), on="source_file", how="left_semi"))
 
 
 def _bronze_checks(ctx: RunContext, window):
