@@ -150,13 +150,13 @@ def test_real_footers_from_the_capture_roller_and_a_file_without_metadata(spark,
         f.write(b"not parquet")
     present = [keys[0], keys[2], keys[3], plain, broken]
 
-    files = {r["source_file"].rsplit("/", 1)[1]: r.asDict()
+    files = {r["source_file"].split("/raw/", 1)[1]: r.asDict()
              for r in c.read_capture_meta(spark, raw_root=raw, keys=present).collect()}
-    first = files[keys[0].rsplit("/", 1)[1]]
+    first = files[keys[0]]
     assert (first["meta_status"], first["run_id"], first["seq"], first["drops_conn_map_full"]) == ("ok", r1, 1, 3)
     assert first["intervals"] == [T0] and first["records"] == 1 and first["instance_id"] == "i-1"
-    assert files[plain.rsplit("/", 1)[1]]["meta_status"] == "missing" and files[plain.rsplit("/", 1)[1]]["seq"] == 7
-    bad = files[broken.rsplit("/", 1)[1]]
+    assert files[plain]["meta_status"] == "missing" and files[plain]["seq"] == 7
+    bad = files[broken]
     assert bad["meta_status"] == "unreadable" and "footer unreadable" in bad["meta_reason"] and bad["seq"] == 1
 
     lake = Lake(str(tmp_path / "lake"))
