@@ -106,6 +106,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "bronze.counters_non_negative": BLOCKING,
     "bronze.interval_end_after_start": BLOCKING,
     "bronze.timestamps_in_window": WARNING,
+    "bronze.capture_complete": WARNING,
     "ownership.no_overlap": BLOCKING,
     "silver.attributed_share": BLOCKING,
     "silver.no_duplicate_keys": BLOCKING,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
-from flowlake.jobs.bronze import ingest
+from flowlake.jobs.bronze import completeness, ingest
 from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS
 from flowlake.jobs.quality import suites
 from flowlake.jobs.run.context import RunContext
@@ -25,7 +25,7 @@ from flowlake.jobs.silver import attribute, ownership
 from flowlake.jobs.silver.event_ranges import event_ranges, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
     OWNERSHIP_CONFLICTS, RUNS,
 )
 
@@ -49,6 +49,8 @@ def ingest_stage(ctx: RunContext) -> None:
     flows = ingest.ingest(ctx.spark, kind=KIND_FLOWS, raw_root=ctx.raw_root, lake=ctx.lake, keys=flow_keys,
                           run_id=ctx.run_id, now_ms=ctx.now_ms,
                           max_future_skew_ms=ctx.config.ingest.max_future_skew_ms)
+    # per instance and hour: files, seq gaps, drops, restarts (from the files' capture metadata)
+    completeness.update(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake, keys=flow_keys)
     event_keys = ingest.new_event_keys(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake)
     events = ingest.ingest(ctx.spark, kind=KIND_EVENTS, raw_root=ctx.raw_root, lake=ctx.lake, keys=event_keys,
                            run_id=ctx.run_id, now_ms=ctx.now_ms)
@@ -71,8 +73,10 @@ def _rows_ingested_by_run(ctx: RunContext):
 
 def _bronze_checks(ctx: RunContext, window):
     span = ctx.the_span
+    capture = ctx.read(CAPTURE_COMPLETENESS).where(
+        (F.col("hour_start_ms") >= span.hour_from_ms) & (F.col("hour_start_ms") < span.hour_to_ms))
     return suites.bronze_suite(window, _rows_ingested_by_run(ctx), start_ms=span.start_ms, end_ms=span.end_ms,
-                               lateness_ms=ctx.quality.lateness_ms)
+                               lateness_ms=ctx.quality.lateness_ms) + suites.completeness_suite(capture)
 
 
 def ownership_stage(ctx: RunContext) -> None:
