@@ -41,11 +41,13 @@ def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int) -> Pa
     from flowlake.sim.core import simulate
     from flowlake.sim.params import SimParams
 
+    for done in sorted(data.glob(f"sim-*d-{records_per_day}/SIMULATED")):  # a longer one covers it (same T0)
+        meta = json.loads(done.read_text())
+        if meta.get("seed") == seed and meta["hours"] >= 24 * days + 1:
+            print(f"reusing simulated data in {done.parent / 'raw'} ({meta['hours']} h to T0 + 1 h)", flush=True)
+            return done.parent / "raw"
     raw = data / f"sim-{days}d-{records_per_day}" / "raw"
     done = raw.parent / "SIMULATED"
-    if done.exists():
-        print(f"reusing simulated data in {raw}", flush=True)
-        return raw
     if raw.exists():
         shutil.rmtree(raw)
     hours = 24 * days + 1

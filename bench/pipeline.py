@@ -158,6 +158,7 @@ def run_duckdb(raw: Path, out: Path, tmp: Path, *, threads: int, memory: str, pa
     con.execute(f"SET threads = {threads}")
     con.execute(f"SET memory_limit = '{memory}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"SET temp_directory = '{tmp}'")
     steps: dict[str, float] = {}
 
