@@ -35,18 +35,20 @@ TOP_STAGES = ("ingest", "ownership", "attribute", "quality", "gold", "maintain")
 _DT = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/(?:hr=(\d{2})/)?")
 
 
-def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int) -> Path:
+def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int, fleet_scale: float,
+                batch_intervals: int) -> Path:
     """The simulated fleet over [T0 - days, T0 + 1 h), reused when a previous run completed it."""
     from flowlake.config import load_config
     from flowlake.sim.core import simulate
     from flowlake.sim.params import SimParams
 
-    for done in sorted(data.glob(f"sim-*d-{records_per_day}/SIMULATED")):  # a longer one covers it (same T0)
+    tag = f"{records_per_day}-x{fleet_scale:g}-b{batch_intervals}-s{seed}"
+    for done in sorted(data.glob(f"sim-*d-{tag}/SIMULATED")):  # a longer one covers it (same T0)
         meta = json.loads(done.read_text())
-        if meta.get("seed") == seed and meta["hours"] >= 24 * days + 1:
+        if meta["hours"] >= 24 * days + 1:
             print(f"reusing simulated data in {done.parent / 'raw'} ({meta['hours']} h to T0 + 1 h)", flush=True)
             return done.parent / "raw"
-    raw = data / f"sim-{days}d-{records_per_day}" / "raw"
+    raw = data / f"sim-{days}d-{tag}" / "raw"
     done = raw.parent / "SIMULATED"
     if raw.exists():
         shutil.rmtree(raw)
@@ -54,9 +56,11 @@ def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int) -> Pa
     start = iso(parse_utc(T0) - days * DAY_MS)
     records = round(records_per_day * hours / 24)
     began = time.monotonic()
-    params = load_config(SimParams, start=start, hours=float(hours), records=records, seed=seed)
+    params = load_config(SimParams, start=start, hours=float(hours), records=records, seed=seed,
+                         fleet_scale=fleet_scale, batch_intervals=batch_intervals)
     simulate(out=str(raw), params=params, progress=False)
-    done.write_text(json.dumps({"start": start, "hours": hours, "records": records, "seed": seed}))
+    done.write_text(json.dumps({"start": start, "hours": hours, "records": records, "seed": seed,
+                                "fleet_scale": fleet_scale, "batch_intervals": batch_intervals}))
     print(f"simulated {records:,} records over {hours} h from {start} into {raw} "
           f"in {time.monotonic() - began:.0f} s", flush=True)
     return raw
@@ -136,6 +140,10 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/flowlake-bench-age", help="simulated fleet (reused) and the lakes")
     ap.add_argument("--threads", type=int, default=2, help="Spark local[N]")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--fleet-scale", type=float, default=0.25,
+                    help="the simulator's replica multiplier (fewer instances: fewer raw files per day)")
+    ap.add_argument("--batch-intervals", type=int, default=60,
+                    help="1-minute intervals per raw flow file (60: one file per instance-hour)")
     ap.add_argument("--no-quality", action="store_true", help="gates off (default: on, as in production)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -149,7 +157,8 @@ def main() -> None:
     from flowlake.spark import get_spark
 
     print(f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
-    sim_raw = ensure_data(data, days=days[-1], records_per_day=args.records_per_day, seed=args.seed)
+    sim_raw = ensure_data(data, days=days[-1], records_per_day=args.records_per_day, seed=args.seed,
+                          fleet_scale=args.fleet_scale, batch_intervals=args.batch_intervals)
     quality = load_quality_config(enabled=not args.no_quality)
     t = time.monotonic()
     spark = get_spark(app_name="flowlake-bench-age", master=f"local[{args.threads}]",
