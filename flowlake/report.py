@@ -39,6 +39,8 @@ def _png(fig, *, alt: str) -> str:
 
 
 def _cell(v, *, kind: str) -> str:
+    if isinstance(v, np.ndarray):  # array columns (e.g. missing_seq_ranges) come back from Arrow as arrays
+        v = v.tolist()
     if v is None or (not isinstance(v, (list, tuple, dict)) and pd.isna(v)):
         return DASH
     if kind == "time":
@@ -170,8 +172,20 @@ def summary_section(view: nb.LakeView, *, now_ms: int) -> str:
     return _section("summary", "Summary", *parts)
 
 
+COMPLETENESS_COLUMNS = ["instance_id", "hour_start_ms", "files", "missing_files", "missing_seq_ranges", "restarts",
+                        "late_files", "files_without_metadata", "drops_lost", "records"]
+
+
 def completeness_html(comp: pd.DataFrame) -> str:
-    """silver/capture_completeness (a newer table): its lowest rows first when it has a share column."""
+    """silver/capture_completeness: instances with missing files or lost records first."""
+    if {"files", "missing_files", "drops_lost"} <= set(comp.columns) and len(comp):  # the table ingest writes
+        comp = comp[[c for c in COMPLETENESS_COLUMNS if c in comp.columns]]
+        comp = comp.sort_values(["missing_files", "drops_lost", "restarts"], ascending=False)
+        text = _p(f"capture completeness: {int(comp['files'].sum()):,} file(s) from {comp['instance_id'].nunique():,} "
+                  f"instance(s); {int(comp['missing_files'].sum()):,} missing by sequence number, "
+                  f"{int(comp['drops_lost'].sum()):,} record(s) lost by the sidecars")
+        return "<h3>Capture completeness</h3>" + text + table_html(
+            comp, n=10, order="most missing files, lost records, restarts", source="silver/capture_completeness")
     share = next((c for c in comp.columns if "complete" in c and pd.api.types.is_float_dtype(comp[c])), None)
     text = ""
     if share is not None and len(comp):

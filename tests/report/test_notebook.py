@@ -10,7 +10,7 @@ import pytest
 from tests.report.lake import DAY, END, HOUR
 
 from flowlake import notebook as nb
-from flowlake.jobs.insight_config import InsightConfig
+from flowlake.insight_config import InsightConfig
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def view(lake):
 
 
 def test_opening_a_gold_table_starts_no_jvm(lake):
-    code = ("import sys; from flowlake.notebook import open_lake; from flowlake.jobs.insight_config import "
+    code = ("import sys; from flowlake.notebook import open_lake; from flowlake.insight_config import "
             f"InsightConfig; v = open_lake({str(lake)!r}, config=InsightConfig()); "
             "print(len(v.table('app_dependencies'))); "
             "assert 'pyspark' not in sys.modules, 'the notebook helper imported pyspark'")

@@ -12,7 +12,7 @@ from tests.report.lake import END, N_WORKLOADS, SEGMENTS, write
 
 from flowlake import notebook as nb
 from flowlake import report
-from flowlake.jobs.insight_config import InsightConfig
+from flowlake.insight_config import InsightConfig
 
 IMG = re.compile(r"<img [^>]*>")
 EPOCH_MS = re.compile(r"(?<![\w.])1\d{12}(?![\w])")  # 13-digit epoch ms (2001..2286)
@@ -260,3 +260,20 @@ def test_durations_in_ms_stay_numbers():
     html = report.table_html(pd.DataFrame({"lag_ms": [1500], "hour_start_ms": [1748822400000]}))
     assert "<th>lag_ms</th>" in html and "<td class=num>1,500</td>" in html
     assert "<th>hour_start</th>" in html and "2025-06-02 00:00 UTC" in html
+
+
+def test_completeness_as_ingest_writes_it_with_array_columns_renders(lake, tmp_path):
+    """The real silver/capture_completeness has array columns (seqs, missing_seq_ranges): they render as text
+    and the instance with a gap comes first."""
+    import shutil
+
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    write(copy, "silver/capture_completeness", pd.DataFrame({
+        "instance_id": ["i-ok", "i-gap"], "hour_start_ms": [END, END], "files": [12, 11], "missing_files": [0, 1],
+        "missing_seq_ranges": [[], ["4"]], "restarts": [0, 1], "late_files": [0, 0],
+        "files_without_metadata": [0, 0], "drops_lost": [0, 3], "records": [1200, 1100],
+        "seqs": [list(range(12)), [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]]}))
+    s = report.summary_section(nb.open_lake(str(copy), config=InsightConfig()), now_ms=END)
+    assert "23 file(s) from 2 instance(s); 1 missing by sequence number, 3 record(s) lost" in s
+    assert s.index("i-gap") < s.index("i-ok") and "seqs" not in s
