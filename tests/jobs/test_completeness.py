@@ -9,7 +9,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flowlake.capture.roll import RollingWriter, SequenceCounter
+from flowlake.capture.roll import CAPTURE_META_KEY, RollingWriter, SequenceCounter
 from flowlake.capture.upload import Spool
 from flowlake.contracts import RAW_FLOW_SCHEMA, raw_flow_key
 from flowlake.jobs.bronze import completeness as c
@@ -181,7 +181,7 @@ def test_simulated_files_carry_capture_metadata(spark, tmp_path):
     keys = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(os.path.join(out, "flows"))
                   for f in fs)
     assert len(keys) == summary.flow_files
-    one = json.loads(pq.read_metadata(os.path.join(out, keys[0])).metadata[c.CAPTURE_META_KEY])
+    one = json.loads(pq.read_metadata(os.path.join(out, keys[0])).metadata[CAPTURE_META_KEY])
     assert set(one) == {"run_id", "seq", "instance_id", "intervals", "drops", "records"}
     files = c.read_capture_meta(spark, raw_root=out, keys=keys).collect()
     assert {f["meta_status"] for f in files} == {"ok"}
