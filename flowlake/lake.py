@@ -61,6 +61,16 @@ TRACKER_LAG = Table("_meta/tracker_lag", ddl=(
     "run_id string, start_ms bigint, end_ms bigint, pairs bigint, quantile double, lag_quantile_ms bigint, "
     "lag_max_ms bigint, margin_ms bigint, margin_source string, lifetime_quantile double, "
     "lifetime_quantile_ms bigint, computed_at_ms bigint"))
+# the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
+IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
+    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
+    "valid_from_ms bigint, valid_to_ms bigint"))
+CAPTURE_COMPLETENESS = Table("silver/capture_completeness", ddl=(
+    "instance_id string, hour_start_ms bigint, files bigint, files_without_metadata bigint, late_files bigint, "
+    "gaps bigint, missing_files bigint, restarts bigint, intervals_covered bigint, drops_conn_map_full bigint, "
+    "drops_flow_map_full bigint, drops_ringbuf_full bigint, drops_spool_evicted_files bigint, "
+    "drops_untracked_closes bigint, drops_lost bigint, records bigint, seqs array<bigint>, run_ids array<string>, "
+    "missing_seq_ranges array<string>, last_seq bigint, last_run_id string"))  # replaced per (instance, hour)
 FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",))
 APP_DEPENDENCIES = Table("gold/app_dependencies", HOUR_START)
 TRAFFIC_HOURLY = Table("gold/traffic_hourly", HOUR_START)
@@ -78,7 +88,8 @@ CAPACITY_FORECAST_SUMMARY = Table("gold/capacity_forecast_summary")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, RUNS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
-    OWNERSHIP_DOUBTS, TRACKER_LAG, FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
+    OWNERSHIP_DOUBTS, TRACKER_LAG, IP_EVENT_HOLDINGS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, APP_DEPENDENCIES,
+    TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
     SEGMENTS, SEGMENT_QUALITY, ALLOW_RULES, PATH_VALIDATION, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY,
 )}
 LOCK_FILE = "_meta/writer.lock"

@@ -30,16 +30,14 @@ from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
+from flowlake.lake import IP_EVENT_HOLDINGS
 
 EVENT_BUCKETS = 16
 KIND_RANGE = "range"
 KIND_DOUBT = "doubt"
 NOTE_LAG_MARGIN = "lag margin"
 NOTE_STALE_RANGE = "guard: stale range"
-EVENT_RANGE_DDL = (
-    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
-    "valid_from_ms bigint, valid_to_ms bigint"
-)
+EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
 # ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`)
 EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string"
 
@@ -221,3 +219,15 @@ def event_ranges(events: DataFrame, *, params: AttributionParams, lag_margin_ms:
     margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
     rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=None)
     return rows.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")
+
+
+def holdings_as_assigns(holdings: DataFrame, *, at_ms: int) -> DataFrame:
+    """Event holdings open across ``at_ms`` as the assign events that started them (the contract's event
+    columns): a run that reads only the events from ``at_ms`` on starts from the holdings earlier runs
+    published instead of every event ever ingested."""
+    open_then = holdings.where((F.col("valid_from_ms") < at_ms)
+                               & (F.col("valid_to_ms").isNull() | (F.col("valid_to_ms") > at_ms)))
+    return open_then.select(
+        F.col("valid_from_ms").alias("event_ms"), F.col("valid_from_ms").alias("published_ms"), "ip",
+        F.lit(ACTION_ASSIGN).alias("action"), "workload", "instance_id", "kind", "region", "availability_zone",
+    )

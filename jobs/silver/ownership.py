@@ -244,9 +244,16 @@ def estimate_lag(pairs: DataFrame, *, params: AttributionParams, lifetime_ms: in
                       lifetime_quantile_ms=lifetime_ms)
 
 
-def tracker_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> TrackerLag:
-    """The tracker's lag and the margin to use, from the heartbeat evidence and all known events."""
-    life = lifetime_quantile(events, quantile=params.stale_lifetime_quantile)
+def tracker_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
+                lifetime_events: DataFrame | None = None) -> TrackerLag:
+    """The tracker's lag and the margin to use, from the heartbeat evidence and the events read.
+
+    ``lifetime_events`` (default ``events``) are the events holding lifetimes are measured on: an
+    incremental run passes its events plus the holdings open at its start as assigns, so that holdings
+    longer than one span still count; those seeded assigns are not real events and give no lag pair.
+    """
+    life = lifetime_quantile(events if lifetime_events is None else lifetime_events,
+                             quantile=params.stale_lifetime_quantile)
     return estimate_lag(lag_pairs(flows, events, params=params), params=params, lifetime_ms=life)
 
 
@@ -286,10 +293,16 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
     heartbeat and an event range may overlap only when they name the same workload.
     """
     margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
+    return build_from_rows(flows, event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms),
+                           params=params)
+
+
+def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams) -> Ownership:
+    """:func:`build` from event rows already computed (EVENT_ROWS_DDL: the tracker's holdings before the
+    heartbeat cut, and its doubts)."""
     # runs are few (one per owner holding) but come from every record: computed once
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
-    rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms)
     holder = ["ip", "workload", "instance_id"]
     sidecar = runs.select(*holder).distinct()
     ranges = rows.where(F.col("row_kind") == KIND_RANGE)
@@ -306,6 +319,14 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
         .unionByName(conflicts.select("ip", "valid_from_ms", "valid_to_ms", F.lit(NOTE_CONFLICT).alias("reason")))
     )
     return Ownership(hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts, doubts)
+
+
+def transform_ranges(flows: DataFrame, holdings: DataFrame, *, params: AttributionParams) -> tuple[DataFrame, DataFrame]:
+    """Ownership ranges and conflicts from event holdings already computed (EVENT_RANGE_DDL, before the
+    heartbeat cut): :func:`build_from_rows` without doubts."""
+    rows = holdings.withColumn("row_kind", F.lit(KIND_RANGE)).withColumn("note", F.lit(None).cast("string"))
+    built = build_from_rows(flows, rows, params=params)
+    return built.ranges, built.conflicts
 
 
 def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
