@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from flowlake.config import ComponentConfig, load_config
 from flowlake.timeutil import HOUR_MS

@@ -25,6 +25,7 @@ from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, ownership
 from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
+from flowlake.jobs.silver.tracker_lag import tracker_lag
 from flowlake.lake import (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
     OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS, RUNS, TRACKER_LAG,
@@ -101,7 +102,7 @@ def ownership_stage(ctx: RunContext) -> None:
         events = events.where(F.col("event_ms") >= span.from_ms)
         seeded = events.unionByName(holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms))
     # the margin is learned from the span's sidecar holdings (the seeded assigns give no lag pair)
-    lag = ownership.tracker_lag(evidence, events, params=params, lifetime_events=seeded)
+    lag = tracker_lag(evidence, events, params=params, lifetime_events=seeded)
     ctx.echo(f"  ownership: tracker lag margin {lag.margin_ms} ms ({lag.margin_source}, {lag.pairs} pair(s))")
     held = event_rows_df(seeded, lag_margin_ms=lag.margin_ms, stale_after_ms=lag.lifetime_quantile_ms).localCheckpoint()
     holdings = held.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")

@@ -3,7 +3,7 @@
 Per IP, in event-time order (never arrival order), with duplicates removed
 (see :mod:`flowlake.jobs.silver.ownership` for the rules). The tracker's
 ``event_ms`` lags the true change by up to the lag margin ``M`` (learned per run
-from sidecar holdings, see :func:`flowlake.jobs.silver.ownership.tracker_lag`).
+from sidecar holdings, see :mod:`flowlake.jobs.silver.tracker_lag`).
 Cuts are asymmetric: a range loses time to the margin only where another
 workload could have taken the address.
 

@@ -15,7 +15,7 @@ removed: an assign starts a holding by (workload, instance_id); the next
 assign to another holder, or an unassign of this holder (same instance_id,
 or none given), ends it. The tracker's event_ms lags the true change; the lag
 margin (a high quantile of that lag, learned per run from holdings whose
-sidecar shows when they really began: :func:`tracker_lag`) is taken off a
+sidecar shows when they really began: :mod:`flowlake.jobs.silver.tracker_lag`) is taken off a
 range only where another workload could have taken the address (see
 :mod:`flowlake.jobs.silver.event_ranges`). An event range is never trusted
 where a heartbeat shows another workload on the address: it is cut there.
@@ -30,18 +30,15 @@ a record is unattributed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from flowlake.contracts import ACTION_ASSIGN
 from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
-from flowlake.jobs.silver.event_ranges import (
-    KIND_DOUBT, KIND_RANGE, NOTE_LAG_MARGIN, NOTE_STALE_RANGE, dedup_events, event_rows_df, lifetime_quantile,
-)
+from flowlake.jobs.silver.doubts import NOTE_CONFLICT, NOTE_SILENT_SIDECAR, disjoint_doubts
+from flowlake.jobs.silver.event_ranges import KIND_DOUBT, KIND_RANGE, event_rows_df
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
 
 SOURCE_HEARTBEAT = "heartbeat"
@@ -53,13 +50,7 @@ OWNERSHIP_COLUMNS = [
 ]
 OWNERSHIP_DDL = IP_OWNERSHIP.ddl
 CONFLICT_DDL = OWNERSHIP_CONFLICTS.ddl
-DOUBT_DDL = OWNERSHIP_DOUBTS.ddl
-NOTE_CONFLICT = "conflict"
-NOTE_SILENT_SIDECAR = "guard: silent sidecar"
-# where doubts of several kinds overlap, the first of this list names the time
-DOUBT_PRIORITY = [NOTE_CONFLICT, NOTE_SILENT_SIDECAR, NOTE_STALE_RANGE, NOTE_LAG_MARGIN]
-MARGIN_FLEET = "fleet"
-MARGIN_FALLBACK = "fallback"
+DOUBT_DDL = OWNERSHIP_DOUBTS.ddl  # silver/ip_ownership_doubts (see flowlake.jobs.silver.doubts)
 
 
 def evidence_pad_ms(params: AttributionParams) -> int:
@@ -185,92 +176,6 @@ def cut_events_by_heartbeats(events: DataFrame, runs: DataFrame) -> DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- the tracker's lag
-
-def lag_pairs(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> DataFrame:
-    """(ip, workload, instance_id, assign_ms, first_heartbeat_ms, lag_ms) per sidecar holding that began
-    inside the evidence of ``flows``.
-
-    The lag that matters is how long before its assign's event_ms a new holder
-    can already have traffic: for holders with a sidecar that is the assign's
-    event_ms minus the holding's first heartbeat (never below 0). A holding
-    counts only if its assign lies at least the cap after the evidence starts
-    (so the holding began inside it) and before the evidence ends.
-    """
-    cap = params.lag_margin_cap_ms
-    hb = heartbeat_evidence(flows).groupBy("ip", "workload", "instance_id").agg(
-        F.min("first_ms").alias("first_heartbeat_ms"))
-    bounds = flows.agg(F.min("first_start_ms").alias("_lo"), F.max("first_start_ms").alias("_hi"))
-    assigns = dedup_events(events).where(F.col("action") == ACTION_ASSIGN).groupBy(
-        "ip", "workload", "instance_id").agg(F.min("event_ms").alias("assign_ms"))
-    return (
-        hb.join(assigns, ["ip", "workload", "instance_id"]).crossJoin(F.broadcast(bounds))
-        .where((F.col("assign_ms") - cap >= F.col("_lo")) & (F.col("assign_ms") <= F.col("_hi")))
-        .select("ip", "workload", "instance_id", "assign_ms", "first_heartbeat_ms",
-                F.greatest(F.col("assign_ms") - F.col("first_heartbeat_ms"), F.lit(0)).alias("lag_ms"))
-    )
-
-
-@dataclass(frozen=True)
-class TrackerLag:
-    """How late the tracker is, as learned from one run's sidecar holdings, and the margin used."""
-
-    pairs: int
-    quantile: float
-    lag_quantile_ms: int | None  # None: no pair
-    lag_max_ms: int | None
-    margin_ms: int
-    margin_source: str  # "fleet" (learned) or "fallback" (too few pairs: event_lag_margin_ms)
-    lifetime_quantile: float
-    lifetime_quantile_ms: int | None  # stale-range guard bound (None: no complete holding seen)
-
-    def row(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def estimate_lag(pairs: DataFrame, *, params: AttributionParams, lifetime_ms: int | None = None) -> TrackerLag:
-    """The margin from :func:`lag_pairs`: the quantile within [floor, cap], or the fallback below min pairs."""
-    q = params.lag_quantile
-    got = pairs.agg(F.count(F.lit(1)).alias("n"), F.expr(f"percentile(lag_ms, {q})").alias("q"),
-                    F.max("lag_ms").alias("mx")).first()
-    n = int(got["n"]) if got else 0
-    lag_q = None if not n or got["q"] is None else int(round(got["q"]))
-    if n >= params.lag_min_pairs and lag_q is not None:
-        margin, source = min(max(lag_q, params.lag_margin_floor_ms), params.lag_margin_cap_ms), MARGIN_FLEET
-    else:
-        margin, source = params.event_lag_margin_ms, MARGIN_FALLBACK
-    return TrackerLag(pairs=n, quantile=q, lag_quantile_ms=lag_q, lag_max_ms=None if not n else int(got["mx"]),
-                      margin_ms=margin, margin_source=source, lifetime_quantile=params.stale_lifetime_quantile,
-                      lifetime_quantile_ms=lifetime_ms)
-
-
-def tracker_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
-                lifetime_events: DataFrame | None = None) -> TrackerLag:
-    """The tracker's lag and the margin to use, from the heartbeat evidence and the events read.
-
-    ``lifetime_events`` (default ``events``) are the events holding lifetimes are measured on: an
-    incremental run passes its events plus the holdings open at its start as assigns, so that holdings
-    longer than one span still count; those seeded assigns are not real events and give no lag pair.
-    """
-    life = lifetime_quantile(events if lifetime_events is None else lifetime_events,
-                             quantile=params.stale_lifetime_quantile)
-    return estimate_lag(lag_pairs(flows, events, params=params), params=params, lifetime_ms=life)
-
-
-# --------------------------------------------------------------------------- doubt
-
-def disjoint_doubts(doubts: DataFrame) -> DataFrame:
-    """Doubt ranges (ip, valid_from_ms, valid_to_ms nullable, reason) made disjoint per ip by DOUBT_PRIORITY."""
-    d = doubts.withColumn("valid_to_ms", F.coalesce("valid_to_ms", F.lit(OPEN_END)))
-    segs = elementary_segments(d, key="ip", start="valid_from_ms", end="valid_to_ms")
-    cov = covering(segs, d, key="ip", start="valid_from_ms", end="valid_to_ms")
-    rank = F.array_position(F.array(*[F.lit(n) for n in DOUBT_PRIORITY]), F.col("reason"))
-    best = cov.groupBy("ip", "seg_from", "seg_to").agg(F.min_by("reason", rank).alias("reason"))
-    merged = merge_adjacent(best, key="ip", same=["reason"])
-    return merged.select("ip", F.col("valid_from").alias("valid_from_ms"),
-                         F.when(F.col("valid_to") != OPEN_END, F.col("valid_to")).alias("valid_to_ms"), "reason")
-
-
 # --------------------------------------------------------------------------- the job
 
 class Ownership(NamedTuple):
@@ -287,7 +192,7 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
 
     ``flows`` are bronze rows (the heartbeats: give the window padded by
     :func:`evidence_pad_ms`); ``events`` are all known IP events (canonical ips).
-    ``lag_margin_ms`` is the margin (:func:`tracker_lag`; default the config's
+    ``lag_margin_ms`` is the margin (:func:`~flowlake.jobs.silver.tracker_lag.tracker_lag`; default the config's
     fallback), ``stale_after_ms`` the stale-range guard's lifetime bound (None: off).
     Heartbeat ranges do not overlap within an ip, nor do event ranges; a
     heartbeat and an event range may overlap only when they name the same workload.

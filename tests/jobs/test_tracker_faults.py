@@ -9,6 +9,7 @@ import pandas as pd
 
 from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.silver import attribute, event_ranges, ownership
+from flowlake.jobs.silver.tracker_lag import tracker_lag
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
 M = 5 * MIN  # a learned margin, as a hostile tracker's p99.9 lag would give
@@ -117,7 +118,7 @@ def _sidecar_holdings(n, lag_ms):
 
 def test_lag_estimate_with_too_few_pairs_falls_back_to_the_config_margin(spark):
     flows, events = _sidecar_holdings(2, 90_000)
-    lag = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    lag = tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
     assert (lag.pairs, lag.margin_ms, lag.margin_source) == (2, 30_000, "fallback")
 
 
@@ -125,9 +126,9 @@ def test_lag_estimate_learns_the_quantile_within_floor_and_cap(spark):
     flows, events = _sidecar_holdings(4, 90_000)
     # an assign long before the evidence starts is no pair (its holding began outside the evidence)
     events.append(event(ip="10.0.0.250", workload="anchor", instance_id="i-anchor", event_ms=T0 - 86_400_000))
-    lag = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    lag = tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
     assert (lag.pairs, lag.lag_quantile_ms, lag.margin_ms, lag.margin_source) == (4, 90_000, 90_000, "fleet")
-    capped = ownership.tracker_lag(flows_df(spark, flows), events_df(spark, events),
+    capped = tracker_lag(flows_df(spark, flows), events_df(spark, events),
                                    params=P.model_copy(update={"lag_margin_cap_ms": 60_000}))
     assert capped.margin_ms == 60_000
 
