@@ -185,7 +185,9 @@ def test_lag_estimate_learns_the_quantile_within_floor_and_cap(spark):
 def _attribute(spark, flows, events, *, margin=30_000):
     fl = flows_df(spark, flows)
     built = ownership.build(fl, events_df(spark, events), params=P, lag_margin_ms=margin)
-    out = attribute.transform(fl, built.ranges, params=P, doubts=built.doubts, broadcast=True)
+    # materialised once, as the stage publishes them: the lookup would otherwise recompute the event rows
+    ranges, doubts = built.ranges.localCheckpoint(), built.doubts.localCheckpoint()
+    out = attribute.transform(fl, ranges, params=P, doubts=doubts, broadcast=True)
     return {(r.local_ip, r.remote_ip, r.remote_port, r.first_start_ms):
             (r.remote_workload, r.remote_attribution, r.attribution_note) for r in out.collect()}
 
