@@ -6,18 +6,25 @@ Every pipeline stage takes this lock before it writes and releases it when
 done, so a second concurrent run fails fast with :class:`LakeLockedError`.
 
 The lock is created atomically: ``O_CREAT | O_EXCL`` on a local lake, a
-conditional put (``If-None-Match: *``) on S3. A lock left by a run that was
-killed is taken over when its process is gone (same host) or it is older
-than the time to live (``FLOWLAKE_LOCK_TTL_S``, default 6 h); ``flowlake
-pipeline unlock --lake`` removes one by hand.
+conditional put (``If-None-Match: *``) on S3. A lock is stale when its process
+is gone (same host), when the run that took it in this very process has ended
+(a run whose store failed could not remove it), or when it was not renewed
+for the time to live (``FLOWLAKE_LOCK_TTL_S``, default 6 h). A stale lock is
+taken over by a compare-and-swap on the version read (S3: a put with
+``If-Match: <ETag>``; local: a swap under ``flock``), so of two simultaneous
+takeovers exactly one wins. While held, the lock is renewed every third of the
+TTL, so a run longer than the TTL keeps it. ``flowlake pipeline unlock
+--lake`` removes one by hand (not needed after a crash or an outage).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "_meta/writer.lock"
 TTL_ENV = "FLOWLAKE_LOCK_TTL_S"
 DEFAULT_TTL_S = 6 * 3600
+_HELD: set[str] = set()  # owners whose lock this process holds now
 
 
 class LakeLockedError(RuntimeError):
@@ -40,6 +48,7 @@ class LockInfo:
     host: str
     pid: int
     acquired_at_ms: int
+    renewed_at_ms: int = 0
 
     def describe(self) -> str:
         age = (time.time() * 1000 - self.acquired_at_ms) / 1000
@@ -51,6 +60,8 @@ def _ttl_s() -> int:
 
 
 class _LocalStore:
+    """The lock as a local file; the version is its content."""
+
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -64,12 +75,26 @@ class _LocalStore:
             f.write(body)
         return True
 
-    def read(self) -> bytes | None:
+    def read(self) -> tuple[bytes | None, object]:
         try:
             with open(self.path, "rb") as f:
-                return f.read()
+                body = f.read()
         except FileNotFoundError:
-            return None
+            return None, None
+        return body, body
+
+    def replace(self, body: bytes, version: object) -> bool:
+        """Write ``body`` if the lock is still at ``version`` (atomic against other replaces)."""
+        with open(self.path + ".guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            current, _ = self.read()
+            if current is None or current != version:
+                return False
+            tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.replace(tmp, self.path)
+            return True
 
     def delete(self) -> None:
         try:
@@ -79,13 +104,26 @@ class _LocalStore:
 
 
 class _S3Store:
+    """The lock as an S3 object; the version is its ETag."""
+
     def __init__(self, uri: str) -> None:
         import boto3
+        from botocore.config import Config
+
+        from flowlake.storage import s3_params
 
         parsed = urlparse(uri)
         self.bucket, self.key = parsed.netloc, parsed.path.lstrip("/")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.client = boto3.client("s3", endpoint_url=endpoint_url(), region_name=region)
+        p = s3_params()
+        self.client = boto3.client("s3", endpoint_url=endpoint_url(), region_name=region, config=Config(
+            connect_timeout=p.connect_timeout_s, read_timeout=p.request_timeout_s,
+            retries={"max_attempts": p.attempts, "mode": "standard"}))
+
+    @staticmethod
+    def _lost(err) -> bool:
+        return err.response.get("Error", {}).get("Code") in (
+            "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409")
 
     def create(self, body: bytes) -> bool:
         from botocore.exceptions import ClientError
@@ -93,20 +131,33 @@ class _S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if self._lost(err):
                 return False
             raise
         return True
 
-    def read(self) -> bytes | None:
+    def read(self) -> tuple[bytes | None, object]:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
+                return None, None
             raise
+        return got["Body"].read(), got["ETag"]
+
+    def replace(self, body: bytes, version: object) -> bool:
+        """Put ``body`` only if the object still has ETag ``version`` (If-Match): one of racers wins."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfMatch=str(version))
+        except ClientError as err:
+            if self._lost(err):
+                return False
+            raise
+        return True
 
     def delete(self) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key)
@@ -122,14 +173,17 @@ def _parse(body: bytes | None) -> LockInfo | None:
         return None
     try:
         d = json.loads(body)
-        return LockInfo(str(d["owner"]), str(d["host"]), int(d["pid"]), int(d["acquired_at_ms"]))
+        return LockInfo(str(d["owner"]), str(d["host"]), int(d["pid"]), int(d["acquired_at_ms"]),
+                        int(d.get("renewed_at_ms") or d["acquired_at_ms"]))
     except (ValueError, KeyError, TypeError):
         return LockInfo("(unreadable lock)", "?", -1, 0)
 
 
 def _stale(info: LockInfo) -> bool:
-    if time.time() * 1000 - info.acquired_at_ms > _ttl_s() * 1000:
+    if time.time() * 1000 - max(info.acquired_at_ms, info.renewed_at_ms) > _ttl_s() * 1000:
         return True
+    if info.host == socket.gethostname() and info.pid == os.getpid():
+        return info.owner not in _HELD  # taken by a run of this process that has ended
     if info.host == socket.gethostname() and info.pid > 0:
         try:
             os.kill(info.pid, 0)
@@ -141,48 +195,90 @@ def _stale(info: LockInfo) -> bool:
 
 
 class LakeLock:
-    """Context manager holding the lake's writer lock for ``owner`` (a run id)."""
+    """Context manager holding the lake's writer lock for ``owner`` (a run id), renewed while held."""
 
     def __init__(self, lake_root: str, *, owner: str) -> None:
         self.lake_root = lake_root
         self.owner = owner
         self.store = _store(lake_root)
         self.held = False
+        self.took_over: LockInfo | None = None  # the stale lock this one replaced, if any
+        self._body = b""
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _make_body(self, acquired_at_ms: int) -> bytes:
+        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                           "acquired_at_ms": acquired_at_ms, "renewed_at_ms": int(time.time() * 1000)}).encode()
 
     def acquire(self) -> None:
-        body = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "acquired_at_ms": int(time.time() * 1000)}).encode()
-        for _ in range(2):
+        body = self._make_body(int(time.time() * 1000))
+        for _ in range(3):
             if self.store.create(body):
-                self.held = True
-                return
-            info = _parse(self.store.read())
+                return self._hold(body)
+            current, version = self.store.read()
+            info = _parse(current)
             if info is None:
                 continue  # released in between: try again
             if info.owner == self.owner and info.host == socket.gethostname() and info.pid == os.getpid():
-                self.held = True
-                return
+                self.held = True  # re-entered by the same run (stages run apart in one process)
+                self._body = current
+                return None
             if not _stale(info):
                 raise LakeLockedError(
                     f"the lake {self.lake_root} is being written by {info.describe()}: one writer per lake "
-                    "(Delta on S3 is not safe with two). Wait for it to finish; if that run is dead, remove "
-                    f"the lock with `flowlake pipeline unlock --lake {self.lake_root}`.")
-            self.store.delete()  # stale: the process that held it is gone
+                    "(Delta on S3 is not safe with two). Wait for it to finish; if that run is dead on another "
+                    f"host, remove the lock with `flowlake pipeline unlock --lake {self.lake_root}`.")
+            if self.store.replace(body, version):  # compare-and-swap: of two takeovers one wins
+                log.warning("took over the stale writer lock of %s", info.describe())
+                self.took_over = info
+                return self._hold(body)
         raise LakeLockedError(f"could not take the writer lock of {self.lake_root}: another run took it first")
 
+    def _hold(self, body: bytes) -> None:
+        self.held = True
+        self._body = body
+        _HELD.add(self.owner)
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew-{self.owner}", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        interval = max(1.0, _ttl_s() / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except Exception as err:  # noqa: BLE001 - the store may be down: the run fails on its own
+                log.info("could not renew the writer lock of %s: %s", self.lake_root, err)
+
+    def renew(self) -> bool:
+        """Refresh the lock's renewal time, if it is still this run's (conditional on its version)."""
+        current, version = self.store.read()
+        info = _parse(current)
+        if info is None or info.owner != self.owner:
+            log.error("the writer lock of %s is no longer held by run %s", self.lake_root, self.owner)
+            return False
+        body = self._make_body(info.acquired_at_ms)
+        if self.store.replace(body, version):
+            self._body = body
+            return True
+        return False
+
     def release(self) -> None:
-        """Remove the lock if this run holds it; a store that cannot be reached leaves it (logged)."""
+        """Remove the lock if this run holds it. A store that cannot be reached leaves it; the next run
+        takes it over (its holder in this process has ended, or its process is gone)."""
         if not self.held:
             return
         self.held = False
+        self._stop.set()
+        _HELD.discard(self.owner)
         try:
-            info = _parse(self.store.read())
+            info = _parse(self.store.read()[0])
             if info is not None and info.owner == self.owner:
                 self.store.delete()
         except Exception as err:  # noqa: BLE001 - never hide the run's own error behind this one
-            log.warning("could not remove the writer lock of %s (%s): it is taken over once this process "
-                        "has exited, or remove it with `flowlake pipeline unlock --lake %s`",
-                        self.lake_root, err, self.lake_root)
+            log.info("could not remove the writer lock of %s (%s): the next run takes it over",
+                     self.lake_root, err)
 
     def __enter__(self) -> "LakeLock":
         self.acquire()
@@ -195,6 +291,6 @@ class LakeLock:
 def force_unlock(lake_root: str) -> LockInfo | None:
     """Remove the lock whatever holds it; returns what held it."""
     store = _store(lake_root)
-    info = _parse(store.read())
+    info = _parse(store.read()[0])
     store.delete()
     return info
