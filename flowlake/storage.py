@@ -235,10 +235,10 @@ def storage_failure(err: BaseException, *, roots: tuple[str, ...] = ()) -> Stora
     s3_roots = [r for r in roots if is_s3(r)]
     if paths:
         where = paths[0]
-    elif (m := _BUCKET_RE.search(text)):
-        where = f"bucket {m.group(1)}"
     elif s3_roots:
         where = s3_roots[0]
+    elif (m := _BUCKET_RE.search(text)):
+        where = f"bucket {m.group(1)}"
     else:
         where = "the object store"
     if not s3_roots and not paths:
@@ -246,3 +246,30 @@ def storage_failure(err: BaseException, *, roots: tuple[str, ...] = ()) -> Stora
     if kind in ("endpoint unreachable", "missing bucket") and endpoint_url():
         where += f" (endpoint {endpoint_url()})"
     return StorageFailure(kind, where, hint)
+
+
+def write_trace(err: BaseException, path: str) -> str | None:
+    """Append ``err``'s full trace (Python, and Java's causes) to ``path``; None if that fails too."""
+    import traceback
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write("".join(traceback.format_exception(err)))
+            f.write("\n" + _chain_text(err) + "\n")
+        return path
+    except OSError:
+        return None
+
+
+def exit_on_storage_failure(err: BaseException, *, roots: tuple[str, ...], log_to: str) -> None:
+    """If ``err`` is an object-store failure: print one line on stderr naming what failed, where and
+    what to try (and ``log_to``, where the full trace went), and exit with :data:`EXIT_STORAGE`.
+    Otherwise return (the caller re-raises)."""
+    import sys
+
+    failure = storage_failure(err, roots=roots)
+    if failure is None:
+        return
+    print(failure.line(log_file=write_trace(err, log_to)), file=sys.stderr, flush=True)
+    sys.exit(EXIT_STORAGE)

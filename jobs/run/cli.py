@@ -10,11 +10,10 @@ import logging
 import os
 import sys
 import tempfile
-import traceback
 
 import click
 
-from flowlake.storage import EXIT_STORAGE, is_s3, join, storage_failure
+from flowlake.storage import exit_on_storage_failure, is_s3, join
 
 
 def _spark(config):
@@ -57,26 +56,6 @@ def log_path(*, lake_root: str, run_id: str, log_file: str | None) -> str:
     if not is_s3(lake_root):
         return os.path.join(os.path.abspath(lake_root), "_logs", f"{run_id}.log")
     return os.path.join(tempfile.gettempdir(), f"flowlake-{run_id}.log")
-
-
-def write_trace(err: BaseException, path: str) -> str | None:
-    """Write ``err``'s full trace (Python and Java) to ``path``; None if that fails too."""
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "a") as f:
-            f.write("".join(traceback.format_exception(err)))
-        return path
-    except OSError:
-        return None
-
-
-def exit_on_storage_failure(err: BaseException, *, roots: tuple[str, ...], log_to: str) -> None:
-    """If ``err`` is an object-store failure: one line on stderr, the trace in ``log_to``, exit 5."""
-    failure = storage_failure(err, roots=roots)
-    if failure is None:
-        return
-    click.echo(failure.line(log_file=write_trace(err, log_to)), err=True)
-    sys.exit(EXIT_STORAGE)
 
 
 def quiet_spark_errors() -> None:
