@@ -212,6 +212,17 @@ class LakeLock:
                            "acquired_at_ms": acquired_at_ms, "renewed_at_ms": int(time.time() * 1000)}).encode()
 
     def acquire(self) -> None:
+        # registered before the lock is written: another run of this process that reads it between the
+        # write and the registration must not take it for a dead run's
+        _HELD.add(self.owner)
+        try:
+            self._acquire()
+        except BaseException:
+            if not self.held:
+                _HELD.discard(self.owner)
+            raise
+
+    def _acquire(self) -> None:
         body = self._make_body(int(time.time() * 1000))
         for _ in range(3):
             if self.store.create(body):
@@ -238,7 +249,6 @@ class LakeLock:
     def _hold(self, body: bytes) -> None:
         self.held = True
         self._body = body
-        _HELD.add(self.owner)
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew-{self.owner}", daemon=True)
         self._renewer.start()
