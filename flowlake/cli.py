@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "evaluate": "flowlake.jobs.run.cli:evaluate",
     "setup": "flowlake.setup_jars:setup",
     "report": "flowlake.report:report",
+    "status": "flowlake.status:status",
 }
 
 

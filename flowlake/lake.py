@@ -56,6 +56,16 @@ IP_OWNERSHIP = Table("silver/ip_ownership", VALID_FROM, (), (
     "instance_id string, kind string, region string, availability_zone string"))
 OWNERSHIP_CONFLICTS = Table("silver/ip_ownership_conflicts", VALID_FROM, (),
                             "ip string, valid_from_ms bigint, valid_to_ms bigint, owners array<string>")
+# the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
+IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
+    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
+    "valid_from_ms bigint, valid_to_ms bigint"))
+CAPTURE_COMPLETENESS = Table("silver/capture_completeness", ddl=(
+    "instance_id string, hour_start_ms bigint, files bigint, files_without_metadata bigint, late_files bigint, "
+    "gaps bigint, missing_files bigint, restarts bigint, intervals_covered bigint, drops_conn_map_full bigint, "
+    "drops_flow_map_full bigint, drops_ringbuf_full bigint, drops_spool_evicted_files bigint, "
+    "drops_untracked_closes bigint, drops_lost bigint, records bigint, seqs array<bigint>, run_ids array<string>, "
+    "missing_seq_ranges array<string>, last_seq bigint, last_run_id string"))  # replaced per (instance, hour)
 FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",))
 APP_DEPENDENCIES = Table("gold/app_dependencies", HOUR_START)
 TRAFFIC_HOURLY = Table("gold/traffic_hourly", HOUR_START)
@@ -73,7 +83,8 @@ CAPACITY_FORECAST_SUMMARY = Table("gold/capacity_forecast_summary")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, RUNS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
-    FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
+    IP_EVENT_HOLDINGS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY,
+    LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
     SEGMENTS, SEGMENT_QUALITY, ALLOW_RULES, PATH_VALIDATION, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY,
 )}
 LOCK_FILE = "_meta/writer.lock"

@@ -23,10 +23,17 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-    python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 \
-    iproute2 nftables curl nginx-light procps bpftool gcc libc6-dev >/dev/null
+PKGS=(python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64
+      iproute2 nftables curl nginx-light procps bpftool gcc libc6-dev)
+# apt only when something is missing (apt-get update alone costs tens of seconds)
+missing=()
+for pkg in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+fi
 
 # nginx is only a test fixture: do not leave the packaged one listening.
 if pgrep -x nginx >/dev/null 2>&1 && [[ -f /run/nginx.pid ]]; then

@@ -2,7 +2,7 @@
 # Set flowlake up on a fresh Debian machine (idempotent; run as root for --capture).
 #
 #   bash scripts/setup.sh            # jobs + simulator: Java/Maven, .venv, Delta jars
-#   bash scripts/setup.sh --all      # ... plus the test tools, the capture sidecar's
+#   bash scripts/setup.sh --all      # ... plus the test tools (Chromium for the report test), the capture sidecar's
 #                                    #     kernel dependencies (BCC, headers, tracefs)
 #                                    #     and Airflow (in .venv-airflow)
 set -euo pipefail
@@ -34,16 +34,38 @@ PY="$(command -v python3.11 || command -v python3)"
 if [[ ! -x .venv/bin/python ]]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
 extras="quality,insight"
 ((ALL)) && extras="quality,insight,dev"
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+# pip runs only when pyproject.toml (the pins) or the extras changed since the last
+# install into this venv (the install is editable: code changes need none).
+pip_stamp=".venv/.flowlake-pip-stamp"
+want="$( { sha256sum pyproject.toml; echo "extras=${extras}"; .venv/bin/python -V; } | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$pip_stamp" 2>/dev/null)" != "$want" ]]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[${extras}]"
+    echo "$want" > "$pip_stamp"
+else
+    echo "pip: .venv matches pyproject.toml [${extras}] (stamp $pip_stamp), nothing to install"
+fi
 
-# The JVM side (Delta Lake jars) from Maven Central, cached in .cache/jars.
-.venv/bin/flowlake setup >/dev/null
+# The JVM side (Delta Lake jars) from Maven Central, cached in .cache/jars; Maven runs
+# only when jars/pom.xml changed since the jars were fetched.
+jar_stamp=".cache/jars/.pom-stamp"
+want="$(sha256sum jars/pom.xml | cut -d' ' -f1)"
+if [[ "$(cat "$jar_stamp" 2>/dev/null)" != "$want" ]]; then
+    .venv/bin/flowlake setup >/dev/null
+    echo "$want" > "$jar_stamp"
+fi
 echo "jars: $(ls .cache/jars | tr '\n' ' ')"
 
 if ((ALL)); then
+    # headless Chromium for the report's browser test (tests/report/test_browser.py)
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "installing from Debian: chromium"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    fi
     bash scripts/setup-capture.sh
     bash scripts/setup-airflow.sh   # Airflow in its own .venv-airflow (its pins clash with ours)
 fi

@@ -14,4 +14,4 @@ trap 'rm -rf "$DEMO"' EXIT
 bash scripts/demo.sh "$DEMO"
 FLOWLAKE_INSIGHT__LAKE="$DEMO/lake" .venv/bin/python -m pytest -q -p no:cacheprovider --nbmake notebooks/
 
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=40 "$@"

@@ -19,6 +19,37 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+# The fast tier for everyday work is `pytest -m "not slow and not kernel"` (README); CI runs
+# everything. Markers are given here by path so that test files need no edits:
+#   slow   end-to-end runs through a subprocess, a cluster, Airflow or a multi-hour simulated fleet
+#   kernel root, BCC and the real kernel (the capture sidecar's kernel tests; most already say so)
+SLOW_FILES = {
+    "tests/prod/test_cluster.py",      # a standalone master + two workers, spark-submit
+    "tests/prod/test_dag.py",          # airflow db migrate + five task processes
+    "tests/prod/test_s3_pipeline.py",  # two pipeline runs through s3a
+    "tests/prod/test_faults.py",       # kill -9, S3 outage, concurrent writer, backfill
+    "tests/prod/test_cron.py",         # the cron wrapper's pipeline subprocess
+    "tests/jobs/test_pipeline_e2e.py",  # a 24k-record fleet through every stage, several times
+}
+SLOW_TESTS = {
+    # the CLI's exit code when a blocking gate fails: a pipeline subprocess
+    "tests/prod/test_quality.py::test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report",
+}
+KERNEL_PREFIX = "tests/capture/test_kernel_"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            rel = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+        except ValueError:  # collected from outside the checkout
+            continue
+        if rel in SLOW_FILES or f"{rel}::{item.originalname}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        if rel.startswith(KERNEL_PREFIX):
+            item.add_marker(pytest.mark.kernel)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

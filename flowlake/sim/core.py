@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from flowlake.capture.roll import with_capture_metadata
 from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX
 from flowlake.sim.events import Events, holdings, track
 from flowlake.sim.fleet import K_EXTERNAL, K_LB, K_NAT, KINDS, Fleet, build_fleet
@@ -113,6 +114,7 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
     plan = chunks(window, params, target)
     bar = tqdm(total=window.n_intervals, desc="simulating", unit="interval", disable=not progress)
     next_seq = np.zeros(fleet.n_holders, dtype=np.int64)
+    next_interval = np.full(fleet.n_holders, -1, dtype=np.int64)  # per holder: first interval no file covered
     n_records = n_files = 0
     pending: list[Future] = []
     written = 0  # intervals whose files are being written
@@ -121,7 +123,7 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
             rec = generate_records(pairs, conns, weights, base=base, window=window,
                                    rng=_rng(params.seed, attempt, 100 + ci), i0=i0, i1=i1)
             table = flows_table(rec, lk, window)
-            files = flow_files(rec, lk, window, params, next_seq)
+            files = flow_files(rec, lk, window, params, next_seq, next_interval)
             evidence = record_evidence(rec, index, fleet, window)
             evidence_counts += np.bincount(evidence.code, minlength=len(EVIDENCE))
             truth = truth_flows_table(rec, lk, window, evidence)
@@ -130,7 +132,8 @@ def simulate(*, out: str, params: SimParams, progress: bool = True, overwrite: b
             for fut in pending:  # at most one chunk in flight while the next is generated
                 fut.result()
             bar.update(written)
-            pending = [pool.submit(output.write_table, key, table.slice(off, n)) for key, off, n in files]
+            pending = [pool.submit(output.write_table, key, with_capture_metadata(table.slice(off, n), meta))
+                       for key, off, n, meta in files]
             pending.append(pool.submit(output.write_table, f"{TRUTH_FLOWS_PREFIX}/part-{ci:05d}.parquet", truth))
             del rec
             written = i1 - i0

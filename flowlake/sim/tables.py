@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from flowlake.capture.roll import capture_metadata
 from flowlake.contracts import (
     ACTION_ASSIGN,
     ACTION_UNASSIGN,
@@ -84,12 +86,19 @@ def flows_table(rec: Records, lk: Lookup, window: Window) -> pa.Table:
 
 
 def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams,
-               next_seq: np.ndarray) -> list[tuple[str, int, int]]:
-    """(key, offset, length) of each raw file: one per holder per batch of intervals.
+               next_seq: np.ndarray, next_interval: np.ndarray | None = None) -> list[tuple[str, int, int, bytes]]:
+    """(key, offset, length, capture metadata) of each raw file: one per holder per batch of intervals.
 
-    ``next_seq`` (per holder) numbers each instance's files and is advanced."""
+    ``next_seq`` (per holder) numbers each instance's files and is advanced.
+    ``next_interval`` (per holder, -1 = no file yet) is the first window
+    interval no file of the holder covered yet: as with the sidecar, a file's
+    ``flowlake.capture`` ``intervals`` are its batch's plus the empty batches
+    since the holder's previous file. The metadata has a ``run_id`` per holder
+    (one sidecar process for the whole window) and zero drops."""
     if len(rec) == 0:
         return []
+    if next_interval is None:
+        next_interval = np.full(len(next_seq), -1, dtype=np.int64)
     first_abs = window.start_ms // window.interval_ms
     batch = (first_abs + rec.interval.astype(np.int64)) // params.batch_intervals
     h = rec.holder.astype(np.int64)
@@ -104,9 +113,19 @@ def flow_files(rec: Records, lk: Lookup, window: Window, params: SimParams,
     np.maximum.at(next_seq, holder, seq + 1)
     out = []
     for s, e, q in zip(starts.tolist(), ends.tolist(), seq.tolist()):
+        hs = int(h[s])
+        instance = lk.fleet.h_instance[hs]
         first_ms = window.start_ms + int(rec.interval[s]) * window.interval_ms
-        key = raw_flow_key(instance_id=lk.fleet.h_instance[int(h[s])], first_interval_start_ms=first_ms, seq=q)
-        out.append((key, s, e - s))
+        key = raw_flow_key(instance_id=instance, first_interval_start_ms=first_ms, seq=q)
+        b0 = int(batch[s]) * params.batch_intervals - first_abs
+        b1 = min(b0 + params.batch_intervals, window.n_intervals)
+        i0 = max(0, b0 if next_interval[hs] < 0 else int(next_interval[hs]))
+        next_interval[hs] = b1
+        intervals = [window.start_ms + i * window.interval_ms for i in range(i0, b1)]
+        run_id = hashlib.md5(f"{params.seed}/{instance}".encode()).hexdigest()
+        meta = capture_metadata(run_id=run_id, seq=q, instance_id=instance, intervals=intervals, drops={},
+                                records=e - s)
+        out.append((key, s, e - s, meta))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage statistics: no traffic off this machine
@@ -13,31 +14,48 @@ from great_expectations.data_context.types.base import ProgressBarsConfig  # noq
 from flowlake.jobs.quality.checks import EXAMPLES, Check, CheckResult  # noqa: E402
 
 
-def _context():
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return ctx
+_CTX = None
+_SOURCE = None
+_CALLS = itertools.count()
+
+
+def _context_and_source():
+    """The process's one ephemeral GX context and its Spark data source, built on first use.
+
+    Building them costs seconds per gate; every validate() reuses them, with asset and
+    suite names unique to its call (and removed afterwards)."""
+    global _CTX, _SOURCE
+    if _CTX is None:
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        _SOURCE = ctx.data_sources.add_spark(name="flowlake")
+        _CTX = ctx
+    return _CTX, _SOURCE
 
 
 def validate(checks: list[Check]) -> list[CheckResult]:
     """One GX batch per distinct DataFrame, one suite of its expectations; results in the checks' order."""
-    ctx = _context()
-    source = ctx.data_sources.add_spark(name="flowlake")
+    ctx, source = _context_and_source()
+    call = next(_CALLS)
     groups: dict[int, list[Check]] = {}
     for c in checks:
         groups.setdefault(id(c.data), []).append(c)
     by_name: dict[str, CheckResult] = {}
     for i, group in enumerate(groups.values()):
-        asset = source.add_dataframe_asset(name=f"batch_{i}")
-        batch_def = asset.add_batch_definition_whole_dataframe(f"batch_{i}")
-        suite = gx.ExpectationSuite(name=f"suite_{i}_{group[0].suite}")
-        for c in group:
-            suite.add_expectation(getattr(gxe, c.expectation)(**c.kwargs, meta={"check": c.name}))
-        suite = ctx.suites.add(suite)
-        data = group[0].data
-        batch = batch_def.get_batch(batch_parameters={"dataframe": data})
-        result = batch.validate(suite, result_format={"result_format": "SUMMARY",
-                                                      "partial_unexpected_count": EXAMPLES})
+        asset_name, suite_name = f"batch_{call}_{i}", f"suite_{call}_{i}_{group[0].suite}"
+        asset = source.add_dataframe_asset(name=asset_name)
+        try:
+            batch_def = asset.add_batch_definition_whole_dataframe(asset_name)
+            suite = gx.ExpectationSuite(name=suite_name)
+            for c in group:
+                suite.add_expectation(getattr(gxe, c.expectation)(**c.kwargs, meta={"check": c.name}))
+            suite = ctx.suites.add(suite)
+            data = group[0].data
+            batch = batch_def.get_batch(batch_parameters={"dataframe": data})
+            result = batch.validate(suite, result_format={"result_format": "SUMMARY",
+                                                          "partial_unexpected_count": EXAMPLES})
+        finally:
+            _forget(ctx, source, asset_name=asset_name, suite_name=suite_name)
         checks_here = {c.name: c for c in group}
         for r in result.results:
             name = r.expectation_config.meta["check"]
@@ -60,3 +78,15 @@ def validate(checks: list[Check]) -> list[CheckResult]:
                 element_count=elements, unexpected_count=unexpected,
                 observed=observed, examples=examples, error=error)
     return [by_name[c.name] for c in checks]
+
+
+def _forget(ctx, source, *, asset_name: str, suite_name: str) -> None:
+    """Drop one call's asset and suite from the shared context (it would otherwise grow per gate)."""
+    try:
+        ctx.suites.delete(name=suite_name)
+    except Exception:  # noqa: BLE001 - not added (the call failed before): nothing to drop
+        pass
+    try:
+        source.delete_asset(name=asset_name)
+    except Exception:  # noqa: BLE001
+        pass

@@ -120,3 +120,17 @@ def gold_suite(gold: DataFrame, silver: DataFrame, *, end_ms: int, freshness_max
               {"column": "lag_ms", "max_value": freshness_max_lag_ms},
               f"the newest gold hour ends at most {freshness_max_lag_ms} ms before the window's end"),
     ]
+
+
+def completeness_suite(completeness: DataFrame) -> list[Check]:
+    """Capture completeness of the span (silver/capture_completeness rows): a warning naming the
+    instances with seq gaps (missing raw files) or lossy drops (all reasons but flow_map_full)."""
+    lossy = ["drops_conn_map_full", "drops_ringbuf_full", "drops_spool_evicted_files", "drops_untracked_closes"]
+    per = completeness.groupBy("instance_id").agg(
+        F.sum("missing_files").alias("missing_files"),
+        F.flatten(F.collect_list("missing_seq_ranges")).alias("missing_seq_ranges"),
+        *[F.sum(c).alias(c) for c in lossy])
+    offenders = per.where(sum(F.col(c) for c in ["missing_files", *lossy]) > 0).orderBy("instance_id")
+    return [Check("bronze.capture_complete", offenders, "ExpectTableRowCountToEqual", {"value": 0},
+                  "every instance's raw files arrived (no seq gaps) and its sidecar lost nothing "
+                  "(no conn_map_full, ringbuf_full, spool_evicted_files or untracked_closes drops)")]

@@ -141,13 +141,25 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
     click.echo(report.summary())
 
 
+def _chunk_ms(text: str) -> int:
+    """``6h`` / ``1d`` -> milliseconds."""
+    from flowlake.timeutil import DAY_MS, HOUR_MS
+
+    unit = {"h": HOUR_MS, "d": DAY_MS}.get(text[-1:].lower())
+    if unit is None or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        raise click.BadParameter(f"{text!r}: give whole hours or days, like 6h or 1d", param_hint="--chunk")
+    return int(text[:-1]) * unit
+
+
 @pipeline.command("backfill")
 @_with_common
-@click.option("--step-hours", type=click.IntRange(1, 24 * 31), default=1, show_default=True,
-              help="Window length; windows are aligned to it from --start.")
+@click.option("--chunk", default="1d", show_default=True,
+              help="Window length, whole hours or days (6h, 1d); windows are aligned to it from --start. "
+                   "The tables do not depend on it (contracts §4): it trades memory for fewer runs.")
 def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
-                      quality_config: str | None, no_quality: bool, log_file: str | None, step_hours: int) -> None:
-    """Run the windows of [start, end) in order, skipping those already complete; re-run to resume."""
+                      quality_config: str | None, no_quality: bool, log_file: str | None, chunk: str) -> None:
+    """Run the windows of [start, end) in order in one Spark session, skipping those already complete;
+    re-run to resume."""
     from flowlake.jobs.run.backfill import BackfillError, backfill
     from flowlake.jobs.config import load_jobs_config
 
@@ -157,7 +169,7 @@ def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, confi
     quality = _quality(quality_config, no_quality)
     try:
         _guarded(lambda: backfill(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
-                                  end_ms=end_ms, step_ms=step_hours * 3_600_000, config=config, quality=quality,
+                                  end_ms=end_ms, step_ms=_chunk_ms(chunk), config=config, quality=quality,
                                   echo=click.echo),
                  roots=(lake_root, raw_root),
                  log_to=log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}", log_file=log_file))
@@ -177,6 +189,22 @@ def pipeline_unlock(lake_root: str) -> None:
 
     info = force_unlock(lake_root)
     click.echo(f"removed the lock of {info.describe()}" if info else f"{lake_root} was not locked")
+
+
+@pipeline.command("maintain")
+@click.option("--lake", "lake_root", required=True, help="Lake root to maintain.")
+@click.option("--config", "config_path", default=None, help="jobs YAML (default conf/jobs.yaml).")
+def pipeline_maintain(lake_root: str, config_path: str | None) -> None:
+    """Compact, cluster, checkpoint and VACUUM every table now (the `maintain` stage does it when due)."""
+    from flowlake.jobs.config import load_jobs_config
+    from flowlake.jobs.run.lock import LakeLock
+    from flowlake.jobs.run.maintain import maintain
+    from flowlake.lake import Lake
+
+    config = load_jobs_config(config_path)
+    with LakeLock(lake_root, owner="maintain"):
+        for line in _guarded(lambda: maintain(_spark(config), Lake(lake_root), params=config.maintenance)):
+            click.echo(line)
 
 
 @click.command()

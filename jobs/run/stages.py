@@ -13,16 +13,20 @@ from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
-from flowlake.jobs.bronze import ingest
+from flowlake.jobs.bronze import completeness, ingest
 from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS
 from flowlake.jobs.quality import suites
 from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.gold_stage import gold_stage
+from flowlake.jobs.run.maintain import maintain_stage
 from flowlake.jobs.run.stage_names import STAGE_NAMES
+from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, ownership
+from flowlake.jobs.silver.event_ranges import event_ranges, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, RUNS,
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
+    OWNERSHIP_CONFLICTS, RUNS,
 )
 
 OWNER_KEY = ["ip", "source"]
@@ -45,6 +49,8 @@ def ingest_stage(ctx: RunContext) -> None:
     flows = ingest.ingest(ctx.spark, kind=KIND_FLOWS, raw_root=ctx.raw_root, lake=ctx.lake, keys=flow_keys,
                           run_id=ctx.run_id, now_ms=ctx.now_ms,
                           max_future_skew_ms=ctx.config.ingest.max_future_skew_ms)
+    # per instance and hour: files, seq gaps, drops, restarts (from the files' capture metadata)
+    completeness.update(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake, keys=flow_keys)
     event_keys = ingest.new_event_keys(ctx.spark, raw_root=ctx.raw_root, lake=ctx.lake)
     events = ingest.ingest(ctx.spark, kind=KIND_EVENTS, raw_root=ctx.raw_root, lake=ctx.lake, keys=event_keys,
                            run_id=ctx.run_id, now_ms=ctx.now_ms)
@@ -53,33 +59,54 @@ def ingest_stage(ctx: RunContext) -> None:
 
 
 def _rows_ingested_by_run(ctx: RunContext):
+    """Bronze rows from the files this run ingested (read from the days those files cover only)."""
     files = (ctx.read(INGESTED_FILES)
              .where((F.col("run_id") == ctx.run_id) & (F.col("kind") == KIND_FLOWS)
                     & (F.col("status") == ingest.STATUS_INGESTED))
-             .select("source_file").distinct())
-    return ctx.read(BRONZE_FLOWS).join(F.broadcast(files), on="source_file", how="left_semi")
+             .select("source_file", "min_time_ms", "max_time_ms")).localCheckpoint()
+    lo, hi = files.agg(F.min("min_time_ms"), F.max("max_time_ms")).first()
+    if lo is None:
+        return ctx.read(BRONZE_FLOWS).limit(0)
+    return (ctx.read_span(BRONZE_FLOWS, (lo, hi + 1))
+            .join(F.broadcast(files.select("source_file")), on="source_file", how="left_semi"))
 
 
 def _bronze_checks(ctx: RunContext, window):
     span = ctx.the_span
+    capture = ctx.read(CAPTURE_COMPLETENESS).where(
+        (F.col("hour_start_ms") >= span.hour_from_ms) & (F.col("hour_start_ms") < span.hour_to_ms))
     return suites.bronze_suite(window, _rows_ingested_by_run(ctx), start_ms=span.start_ms, end_ms=span.end_ms,
-                               lateness_ms=ctx.quality.lateness_ms)
+                               lateness_ms=ctx.quality.lateness_ms) + suites.completeness_suite(capture)
 
 
 def ownership_stage(ctx: RunContext) -> None:
-    """Ownership ranges of the span, spliced into the published ranges (open holdings stay open)."""
-    span = ctx.the_span
+    """Ownership ranges of the span, spliced into the published ranges (open holdings stay open).
+
+    Reads only the span: heartbeat evidence within the padded span, the events from the span's start
+    (up to what reaches into it through the lag margin), and the tracker holdings open at the span's
+    start as earlier runs published them (``silver/ip_event_holdings``), not every event ingested."""
+    span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
-    ranges, conflicts = ownership.transform(evidence, ctx.read(BRONZE_IP_EVENTS), params=ctx.config.attribution)
+    events = ctx.read(BRONZE_IP_EVENTS).where(
+        F.col("event_ms") < span.end_ms + span.pad_ms + params.event_lag_margin_ms).select(*IP_EVENT_SCHEMA.names)
+    # an earlier run published the holdings open at the span's start: start from them; else (a new
+    # lake, or after a gap in the runs) read every earlier event once
+    runs = ctx.read(RUNS)
+    if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
+        seed = holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms)
+        events = events.where(F.col("event_ms") >= span.from_ms).unionByName(seed)
+    holdings = event_ranges(events, params=params).localCheckpoint()
+    ranges, conflicts = ownership.transform_ranges(evidence, holdings, params=params)
     # nothing published beyond this window: holdings reaching past its end stay open
-    open_end = ctx.read(RUNS).where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
+    open_end = runs.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}
     for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
-                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"])):
+                                       (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"]),
+                                       (IP_EVENT_HOLDINGS, holdings, ["ip"], OWNER_COLUMNS)):
         stored = ctx.read(table)
         rows = splice(touching(stored, from_ms=span.from_ms, to_ms=span.end_ms), computed, key=key, same=same,
                       from_ms=span.from_ms, to_ms=span.end_ms, open_end=open_end)
-        spliced[table] = rows.select(*ctx.read(table).columns).localCheckpoint()
+        spliced[table] = rows.select(*stored.columns).localCheckpoint()
     owned = spliced[IP_OWNERSHIP]
     ctx.gate("ownership", lambda: _bronze_checks(ctx, ctx.read_span(BRONZE_FLOWS)) + suites.ownership_suite(owned))
     for table, rows in spliced.items():
@@ -126,6 +153,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("attribute", attribute_stage),
     Stage("quality", quality_stage),
     Stage("gold", gold_stage),
+    Stage("maintain", maintain_stage),
 )
 assert tuple(s.name for s in STAGES) == STAGE_NAMES, "jobs/run/stage_names.py and the registry disagree"
 BY_NAME = {s.name: s for s in STAGES}

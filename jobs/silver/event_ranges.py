@@ -12,12 +12,10 @@ from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
+from flowlake.lake import IP_EVENT_HOLDINGS
 
 EVENT_BUCKETS = 16
-EVENT_RANGE_DDL = (
-    "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
-    "valid_from_ms bigint, valid_to_ms bigint"
-)
+EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
 
 
 def _text(value: object) -> str | None:
@@ -88,3 +86,15 @@ def event_ranges(events: DataFrame, *, params: AttributionParams) -> DataFrame:
     bucket = F.pmod(F.xxhash64("ip"), F.lit(EVENT_BUCKETS))
     return deduped.withColumn("_bucket", bucket).groupBy("_bucket").applyInPandas(
         lambda pdf: per_bucket(pdf.drop(columns=["_bucket"])), schema=EVENT_RANGE_DDL)
+
+
+def holdings_as_assigns(holdings: DataFrame, *, at_ms: int) -> DataFrame:
+    """Event holdings open across ``at_ms`` as the assign events that started them (the contract's event
+    columns): a run that reads only the events from ``at_ms`` on starts from the holdings earlier runs
+    published instead of every event ever ingested."""
+    open_then = holdings.where((F.col("valid_from_ms") < at_ms)
+                               & (F.col("valid_to_ms").isNull() | (F.col("valid_to_ms") > at_ms)))
+    return open_then.select(
+        F.col("valid_from_ms").alias("event_ms"), F.col("valid_from_ms").alias("published_ms"), "ip",
+        F.lit(ACTION_ASSIGN).alias("action"), "workload", "instance_id", "kind", "region", "availability_zone",
+    )

@@ -175,10 +175,15 @@ def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams)
     Heartbeat ranges do not overlap within an ip, nor do event ranges; a
     heartbeat and an event range may overlap only when they name the same workload.
     """
+    return transform_ranges(flows, event_ranges(events, params=params), params=params)
+
+
+def transform_ranges(flows: DataFrame, holdings: DataFrame, *, params: AttributionParams) -> tuple[DataFrame, DataFrame]:
+    """:func:`transform` from event holdings already computed (EVENT_RANGE_DDL, before the heartbeat cut)."""
     # runs are few (one per owner holding) but come from every record: computed once
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
-    ev = cut_events_by_heartbeats(event_ranges(events, params=params), runs).select(
+    ev = cut_events_by_heartbeats(holdings, runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
         "instance_id", "kind", "region", "availability_zone",
     )

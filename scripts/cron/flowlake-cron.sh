@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hourly flowlake for sites without Airflow (see scripts/cron/flowlake.cron).
 #
-# Runs `flowlake pipeline backfill` over the last FLOWLAKE_CRON_CATCHUP_HOURS
+# Runs `flowlake pipeline backfill --chunk 1h` over the last FLOWLAKE_CRON_CATCHUP_HOURS
 # whole hours before now: complete hours are skipped, so a missed or failed
 # hour is caught up by the next run. No two runs at once (flock on
 # FLOWLAKE_CRON_LOCK: a run that finds it taken logs that and exits 0), and
@@ -40,7 +40,7 @@ fi
     echo "$(date -u +%FT%TZ) flowlake cron: backfill $(date -u -d @$start_s +%FT%TZ) .. $(date -u -d @$end_s +%FT%TZ)"
     cd "$REPO"
     "$BIN" pipeline backfill --raw "$FLOWLAKE_RAW_ROOT" --lake "$FLOWLAKE_LAKE_ROOT" \
-        --start "$(date -u -d @$start_s +%FT%TZ)" --end "$(date -u -d @$end_s +%FT%TZ)"
+        --start "$(date -u -d @$start_s +%FT%TZ)" --end "$(date -u -d @$end_s +%FT%TZ)" --chunk 1h
     rc=$?
     echo "$(date -u +%FT%TZ) exit $rc"
     exit $rc

@@ -147,4 +147,31 @@ def test_adopted_event_without_state_counts_total():
     a.add_close_event(close_event(3, Counters(50, 5, 1, 1, 0), gen_close=1, adopted=True))
     (rec,) = a.end(gen=1, end_ms=1000)
     assert rec["bytes_sent"] == 50 and rec["connections_opened"] == 0 and rec["direction"] == "outbound"
-    assert F_ADOPTED == 8
+
+
+def test_adopted_flag_decides_adoption_and_matches_the_bpf_program():
+    """A kernel ConnInfo carrying F_ADOPTED (first seen at a state change) is adopted from the
+    snapshot; one without it (seen at establishment) is left to the kernel's own counting.
+    The Python flag bits are the ones bpf/flow.h defines (the kernel side sets them)."""
+    import re
+    from pathlib import Path
+
+    from flowlake.capture import decode
+
+    header = (Path(__file__).resolve().parents[2] / "bpf" / "flow.h").read_text()
+    defined = {m[1]: int(m[2]) for m in re.finditer(r"#define FLOWLAKE_(F_\w+)\s+(\d+)", header)}
+    assert defined, "bpf/flow.h defines no FLOWLAKE_F_* flags"
+    for name, value in defined.items():
+        assert getattr(decode, name) == value, f"{name}: decode.py {getattr(decode, name)} vs bpf/flow.h {value}"
+
+    def kernel_conn(flags: int) -> decode.ConnInfo:
+        info = decode.ConnInfo()
+        info.gen, info.direction, info.flags = 1, 1, flags
+        return info
+
+    sockets = [snap(1, Counters(10, 0, 1, 0, 0)), snap(2, Counters(10, 0, 1, 0, 0), lport=40001)]
+    infos = {1: kernel_conn(F_ADOPTED | decode.F_FIN_ACKED), 2: kernel_conn(decode.F_FIN_ACKED)}
+    a = agg()
+    a.begin(gen=1, start_ms=0)
+    assert a.adopt_existing(sockets, listening={}, conn_lookup=infos.get) == 1
+    assert set(a.tracked) == {1}

@@ -46,5 +46,25 @@ def test_pair_split_into_days_at_midnight(spark):
     assert out == [(dt.date(2026, 1, 1), 10), (dt.date(2026, 1, 2), 20)]
 
 
-def test_default_cross_az_price_is_public_rate_on_both_sides():
-    assert Prices().cross_az_usd_per_gb == pytest.approx(0.02)
+def test_cross_az_is_charged_on_both_sides_of_the_connection(spark):
+    """The public cross-AZ rate applies to each side's bytes: a pair that only sends and a pair that
+    only receives cost the same, and bytes both ways cost the sum (conf: 0.01/GB each side = 0.02/GB
+    of bytes transferred, counted over both directions)."""
+    from flowlake.jobs.config import load_insight_config
+
+    prices = load_insight_config().prices
+    gb = prices.bytes_per_gb
+    rows = [
+        dep(src_workload="a", dst_workload="b", src_availability_zone="us-east-1a", dst_availability_zone="us-east-1b",
+            bytes_to_dst=3 * gb, bytes_to_src=0),
+        dep(src_workload="c", dst_workload="d", src_availability_zone="us-east-1a", dst_availability_zone="us-east-1b",
+            bytes_to_dst=0, bytes_to_src=3 * gb),
+        dep(src_workload="e", dst_workload="f", src_availability_zone="us-east-1a", dst_availability_zone="us-east-1b",
+            bytes_to_dst=1 * gb, bytes_to_src=2 * gb),
+    ]
+    out = {r.src_workload: r for r in gold_crosszone.transform(deps_df(spark, rows), prices=prices).collect()}
+    assert {r.scope for r in out.values()} == {"cross_az"}
+    # 3 GB one way, the other way, or split: each GB is charged 0.01 at the sender and 0.01 at the receiver
+    for w in ("a", "c", "e"):
+        assert out[w].bytes_total == 3 * gb
+        assert out[w].cost_usd == pytest.approx(3 * 2 * 0.01), w

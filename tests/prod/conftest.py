@@ -41,9 +41,14 @@ def _small_gold():
 @pytest.fixture(scope="session")
 def demo_raw(tmp_path_factory) -> Path:
     """One hour of simulated raw files (flows, IP events, truth) in a local folder."""
+    from flowlake.config import load_config
+    from flowlake.sim.core import simulate
+    from flowlake.sim.params import SimParams
+
+    # in process (what `flowlake simulate --hours 1 --records RECORDS` runs): the CLI is not under test here
     out = tmp_path_factory.mktemp("demo") / "raw"
-    subprocess.run([str(BIN), "simulate", "--out", str(out), "--hours", "1", "--records", str(RECORDS), "--quiet"],
-                   check=True, cwd=REPO)
+    simulate(out=str(out), params=load_config(SimParams, path=REPO / "conf" / "sim.yaml", hours=1.0,
+                                              records=RECORDS), progress=False)
     return out
 
 

@@ -20,10 +20,11 @@ def _rows(spark):
 
 
 def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
+    from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
 
     df = _rows(spark)
-    report = q.run_checks(q.bronze_suite(df, df, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
+    report = g.run_checks(q.bronze_suite(df, df, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
                           config=quality_config, run_id="t1", stage="ownership")
     by = {r.name: r for r in report.results}
     assert by["bronze.local_ip_valid"].unexpected_count == 1
@@ -39,6 +40,7 @@ def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
 
 
 def test_overlapping_ranges_are_found(spark, quality_config):
+    from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
     from flowlake.jobs.silver.ownership import OWNERSHIP_DDL
 
@@ -49,23 +51,24 @@ def test_overlapping_ranges_are_found(spark, quality_config):
         ("10.0.0.2", "a", 0, 100, "heartbeat", None, None, None, None),
         ("10.0.0.2", "b", 100, None, "heartbeat", None, None, None, None),  # touches, no overlap
     ], OWNERSHIP_DDL)
-    report = q.run_checks(q.ownership_suite(ranges), config=quality_config, run_id="t2", stage="ownership")
+    report = g.run_checks(q.ownership_suite(ranges), config=quality_config, run_id="t2", stage="ownership")
     (r,) = report.results
     assert not r.success and r.unexpected_count == 1
     assert r.examples[0]["workload"] == "b" and r.examples[0]["previous_to_ms"] == 100
 
 
 def test_warning_level_check_only_reports(spark, quality_config, tmp_path):
+    from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
 
     silver = spark.createDataFrame([("f", "i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "unattributed")],
                                    ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
                                              for c in q.ROW_KEY) + ", remote_attribution string")
     checks = q.silver_suite(silver, silver.drop("remote_attribution"), min_attributed_share=0.5)
-    with pytest.raises(q.QualityGateError, match="silver.attributed_share"):
-        q.gate(checks, config=quality_config, run_id="w1", stage="attribute", lake_root=str(tmp_path))
+    with pytest.raises(g.QualityGateError, match="silver.attributed_share"):
+        g.gate(checks, config=quality_config, run_id="w1", stage="attribute", lake_root=str(tmp_path))
     lenient = quality_config.model_copy(update={"severity": {"silver.attributed_share": "warning"}})
-    report = q.gate(checks, config=lenient, run_id="w2", stage="attribute", lake_root=str(tmp_path))
+    report = g.gate(checks, config=lenient, run_id="w2", stage="attribute", lake_root=str(tmp_path))
     assert [w.name for w in report.warnings] == ["silver.attributed_share"] and not report.blocking_failures
     assert "[warning] silver.attributed_share" in (tmp_path / "_quality/w2/attribute.txt").read_text()
 

@@ -1,0 +1,67 @@
+"""The maintain stage: compaction, clustering, checkpoints and VACUUM, so per-run cost stays flat.
+
+Runs for windows whose end is a multiple of ``maintenance.every_hours`` (keyed
+on the data interval, so a backfill maintains as it goes), and always from
+``flowlake pipeline maintain``. For each table of the catalog that exists:
+
+* checkpoints every ``checkpoint_interval`` commits (the table property);
+* OPTIMIZE once it holds ``compact_min_files`` files: dt-partitioned tables
+  only for the days of the run's span; silver/flows_attributed Z-ordered by
+  ``cluster_flows_by`` within each day;
+* VACUUM keeping ``vacuum_retain_hours`` of time travel.
+"""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from flowlake.jobs.config import MaintenanceParams
+from flowlake.jobs.run import io
+from flowlake.jobs.run.context import RunContext
+from flowlake.lake import FLOWS_ATTRIBUTED, TABLES, Lake
+from flowlake.timeutil import HOUR_MS, day_of
+
+
+def maintain_stage(ctx: RunContext) -> None:
+    """Maintain the lake when the window's end is due (see the module doc)."""
+    params, span = ctx.config.maintenance, ctx.the_span
+    if span.end_ms % (params.every_hours * HOUR_MS):
+        ctx.echo(f"  maintain: not due (every {params.every_hours} h of data; `flowlake pipeline maintain` forces it)")
+        return
+    done = maintain(ctx.spark, ctx.lake, params=params, days=(day_of(span.day_from_ms), day_of(span.day_to_ms)))
+    ctx.counts["maintain"] = len(done)
+    for line in done:
+        ctx.echo(f"  {line}")
+
+
+def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
+             days: tuple[str, str] | None = None) -> list[str]:
+    """Maintain every existing table; ``days`` = [first, last) limits dt-partitioned compaction.
+
+    Returns one line per table saying what was done."""
+    out = []
+    for table in TABLES.values():
+        if not io.exists(spark, lake, table):
+            continue
+        path = lake.path(table)
+        delta = DeltaTable.forPath(spark, path)
+        detail = delta.detail().select("numFiles", "properties").first()
+        if detail["properties"].get("delta.checkpointInterval") != str(params.checkpoint_interval):
+            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+                      f"('delta.checkpointInterval' = '{params.checkpoint_interval}')")
+        did = []
+        if detail["numFiles"] >= params.compact_min_files:
+            optimize = delta.optimize()
+            if "dt" in table.partition_by and days is not None:
+                optimize = optimize.where(f"dt >= '{days[0]}' AND dt < '{days[1]}'")
+            if table == FLOWS_ATTRIBUTED and params.cluster_flows_by:
+                metrics = optimize.executeZOrderBy(*params.cluster_flows_by)
+            else:
+                metrics = optimize.executeCompaction()
+            m = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
+            did.append(f"compacted {m[0]} file(s) into {m[1]}")
+        delta.vacuum(params.vacuum_retain_hours)
+        out.append(f"{table.name}: {', '.join(did) or 'no compaction needed'}; vacuumed "
+                   f"(keeping {params.vacuum_retain_hours} h)")
+    return out
