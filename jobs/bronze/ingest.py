@@ -23,27 +23,23 @@ logging) are removed by the next ingest, which says so.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import pyarrow.fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pyspark.sql import Window
-
-from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX, RECORD_KEY
+from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX
+from flowlake.jobs.bronze.dedupe import mark_duplicates
+from flowlake.jobs.bronze.quarantine import quarantine_copy, remove_orphan_copies
 from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS, list_files, read_files
 from flowlake.jobs.bronze.validate import file_stats, validate_events, validate_flows
 from flowlake.jobs.run import io
-from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_COPIES, QUARANTINE_FILES, Lake, Table,
-)
-from flowlake.storage import Location, resolve
+from flowlake.lake import BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, Lake, Table
+from flowlake.storage import resolve
 from flowlake.timeutil import HOUR_MS, days_between
 
 log = logging.getLogger(__name__)
@@ -91,62 +87,6 @@ def _processed_files(spark: SparkSession, lake: Lake, kind: str) -> DataFrame:
 
 def _already_processed(spark: SparkSession, lake: Lake, kind: str) -> set[str]:
     return {r[0] for r in _processed_files(spark, lake, kind).select("source_file").toLocalIterator()}
-
-
-def _quarantine_copy(loc: Location, key: str, dest_root: str) -> tuple[str | None, str | None]:
-    """Copy a raw file under the run's quarantine folder: (its URI, None) or (None, why the copy failed)."""
-    dest = resolve(dest_root)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    name = re.sub(r"[^A-Za-z0-9._=-]", "_", key.rsplit("/", 1)[-1])[-100:] or "file"
-    target = f"{dest.path}/{digest}-{name}"
-    try:
-        dest.fs.create_dir(dest.path, recursive=True)
-        pafs.copy_files(f"{loc.path}/{key}", target, source_filesystem=loc.fs, destination_filesystem=dest.fs)
-    except Exception as err:  # noqa: BLE001 - the log still names the original (source_file)
-        log.warning("could not copy %s to quarantine: %s", key, err)
-        return None, f"{type(err).__name__}: {str(err)[:300]}"
-    return dest.uri(target), None
-
-
-def remove_orphan_copies(spark: SparkSession, lake: Lake, *, run_id: str) -> list[str]:
-    """Delete quarantine copies of other runs that no quarantine/files entry points to (their run died
-    between copying and logging; the files were quarantined again since, or will be). Returns their URIs."""
-    loc = lake.location
-    base = f"{loc.path}/{QUARANTINE_COPIES}"
-    infos = loc.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    mine = f"{base}/{run_id}/"
-    copies = {loc.uri(i.path) for i in infos if i.type == pafs.FileType.File and not i.path.startswith(mine)}
-    if not copies:
-        return []
-    logged = {r[0] for r in io.read(spark, lake, QUARANTINE_FILES).select("quarantine_path")
-              .where(F.col("quarantine_path").isNotNull()).toLocalIterator()}
-    orphans = sorted(copies - logged)
-    for uri in orphans:
-        loc.fs.delete_file(uri.removeprefix("s3a://") if loc.scheme else uri)
-    if orphans:
-        log.warning("removed %d quarantine copies left by run(s) that never committed: %s", len(orphans),
-                    ", ".join(orphans))
-    return orphans
-
-
-def mark_duplicates(spark: SparkSession, lake: Lake, rows: DataFrame, *, target: Table) -> DataFrame:
-    """Good new rows with ``_dup`` (true = this record is in bronze already, or an earlier copy of it
-    is among these rows: the lowest ``source_file`` wins). Bronze is read only in the rows' dt partitions."""
-    key = RECORD_KEY if target is BRONZE_FLOWS else None
-    if key is None:
-        return rows.withColumn("_dup", F.lit(False))
-    order = [F.col("source_file"), *[F.col(c) for c in rows.columns if c not in ("source_file", "_reason")]]
-    first = F.row_number().over(Window.partitionBy(*key).orderBy(*order)) > 1
-    rows = rows.withColumn("_dup", first)
-    if not io.exists(spark, lake, target):
-        return rows
-    days = [r[0] for r in rows.select("dt").distinct().collect() if r[0] is not None]
-    if not days:
-        return rows
-    present = (io.read(spark, lake, target).where(F.col("dt").isin(days))
-               .select(*key).distinct().withColumn("_in_bronze", F.lit(True)))
-    return (rows.join(present, on=key, how="left")
-            .withColumn("_dup", F.col("_dup") | F.coalesce(F.col("_in_bronze"), F.lit(False))).drop("_in_bronze"))
 
 
 def _in_bronze(spark: SparkSession, lake: Lake, target: Table, uris: list[str], *, kind: str) -> set[str]:
@@ -224,7 +164,7 @@ def ingest(
     # 1) quarantine: copies and log, keyed by source file (a re-run rewrites the same rows)
     qrows = []
     for key, reason in sorted(bad.items()):
-        dest, copy_error = _quarantine_copy(loc, key, lake.quarantine_copy_root(run_id))
+        dest, copy_error = quarantine_copy(loc, key, lake.quarantine_copy_root(run_id))
         qrows.append((uri[key], kind, reason, dest, run_id, detected, copy_error))
     cols = ["source_file", "kind", "reason", "quarantine_path", "run_id", "detected_at_ms", "copy_error"]
     result.quarantined = [dict(zip(cols, r)) for r in qrows]

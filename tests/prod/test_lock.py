@@ -70,21 +70,21 @@ def test_two_simultaneous_takeovers_on_a_local_lake_exactly_one_wins(tmp_path):
 
 
 def test_a_lock_held_longer_than_its_ttl_is_renewed(s3_env, monkeypatch):
-    monkeypatch.setenv(lk.TTL_ENV, "3")
+    monkeypatch.setenv(lk.TTL_ENV, "2")  # renewed every second
     bucket = s3_env.new_bucket()
     root = f"s3://{bucket}/lake"
     holder = lk.LakeLock(root, owner="long-run")
     holder.acquire()
     try:
-        time.sleep(7)  # more than twice the TTL
+        time.sleep(4.5)  # more than twice the TTL
         info = lk._parse(holder.store.read()[0])
-        assert info.owner == "long-run" and time.time() * 1000 - info.renewed_at_ms < 3000
+        assert info.owner == "long-run" and time.time() * 1000 - info.renewed_at_ms < 2000
         elsewhere = lk.LockInfo(info.owner, "elsewhere", info.pid, info.acquired_at_ms, info.renewed_at_ms)
         assert not lk._stale(elsewhere)  # seen from another host it is alive ...
         with pytest.raises(lk.LakeLockedError, match="long-run"):
             lk.LakeLock(root, owner="other").acquire()
         holder._stop.set()  # ... and once renewal stops, it goes stale after the TTL
-        time.sleep(4)
+        time.sleep(2.5)
         info = lk._parse(holder.store.read()[0])
         assert lk._stale(lk.LockInfo(info.owner, "elsewhere", info.pid, info.acquired_at_ms, info.renewed_at_ms))
     finally:

@@ -109,3 +109,15 @@ def test_simulate_to_a_dead_endpoint_exits_5_in_one_line(tmp_path):
     assert done.returncode == EXIT_STORAGE, done.stderr[-3000:]
     assert lines == [lines[-1]] and lines[-1].startswith("error: storage failure (endpoint unreachable) at s3")
     assert "full trace in " in lines[-1]
+
+
+def test_status_of_a_lake_on_a_dead_endpoint_exits_5_in_one_line():
+    dead = f"http://127.0.0.1:{_free_port()}"
+    done, seconds = _cli(["status", "--lake", "s3://lake-bucket/lake"],
+                         {"AWS_ENDPOINT_URL": dead, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == EXIT_STORAGE, done.stderr[-3000:]
+    assert lines == [lines[-1]] and lines[-1].startswith(
+        f"error: storage failure (endpoint unreachable) at s3://lake-bucket/lake (endpoint {dead}): check that the "
+        "S3 endpoint (AWS_ENDPOINT_URL) is up and reachable from here, then re-run; full trace in ")
+    assert seconds < 60
