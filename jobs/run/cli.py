@@ -202,9 +202,15 @@ def pipeline_maintain(lake_root: str, config_path: str | None) -> None:
     from flowlake.lake import Lake
 
     config = load_jobs_config(config_path)
-    with LakeLock(lake_root, owner="maintain"):
-        for line in _guarded(lambda: maintain(_spark(config), Lake(lake_root), params=config.maintenance)):
-            click.echo(line)
+
+    def locked_maintain() -> list[str]:
+        with LakeLock(lake_root, owner="maintain"):
+            return maintain(_spark(config), Lake(lake_root), params=config.maintenance)
+
+    # a storage failure (taking the lock included) is one line, exit 5, the trace in a log file
+    for line in _guarded(locked_maintain, roots=(lake_root,),
+                         log_to=log_path(lake_root=lake_root, run_id=f"maintain-{os.getpid()}", log_file=None)):
+        click.echo(line)
 
 
 @click.command()
