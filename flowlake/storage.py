@@ -231,7 +231,7 @@ def storage_failure(err: BaseException, *, roots: tuple[str, ...] = ()) -> Stora
             break
     else:
         return None
-    paths = [p for p in _S3_PATH_RE.findall(text)]
+    paths = [p.rstrip(".") for p in _S3_PATH_RE.findall(text)]  # not a sentence's full stop
     s3_roots = [r for r in roots if is_s3(r)]
     if paths:
         where = paths[0]

@@ -17,9 +17,12 @@ from flowlake.storage import exit_on_storage_failure, is_s3, join
 
 
 def _spark(config):
+    """The CLI's session, Spark's own log (a failed task's Java trace) off unless FLOWLAKE_SPARK_LOG_LEVEL=WARN."""
     from flowlake.spark import get_spark
 
-    return get_spark(app_name="flowlake", shuffle_partitions=config.shuffle_partitions, storage=config.storage)
+    spark = get_spark(app_name="flowlake", shuffle_partitions=config.shuffle_partitions, storage=config.storage)
+    spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", "FATAL"))  # one line
+    return spark
 
 
 @click.group()

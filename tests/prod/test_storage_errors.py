@@ -60,6 +60,11 @@ def test_each_kind_of_store_refusal_has_its_own_line(code, status, kind, hint):
     assert line.endswith("; full trace in /tmp/x.log")
 
 
+def test_the_path_named_is_the_first_s3_path_in_the_error_without_a_full_stop():
+    err = OSError("Connection refused while writing s3a://b/lake/bronze/flows. Giving up.")
+    assert storage_failure(err, roots=("s3://b/lake",)).where.split(" (endpoint")[0] == "s3a://b/lake/bronze/flows"
+
+
 def test_errors_that_are_not_storage_failures_are_left_alone():
     assert storage_failure(ValueError("window end before start"), roots=("s3://b/lake",)) is None
     # a refused connection with only local roots is not an object-store failure
