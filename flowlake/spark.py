@@ -24,6 +24,8 @@ from flowlake.storage import S3Params, spark_s3a_conf, use_s3_params
 
 JARS_DIR_ENV = "FLOWLAKE_JARS_DIR"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
+# Spark's JVM log settings for local sessions: errors only on the terminal (no start-up banner)
+LOG4J2_CONF = Path(__file__).resolve().parent.parent / "conf" / "log4j2.properties"
 REQUIRED_JAR_PREFIXES = ("delta-spark_", "delta-storage-")
 S3_JAR_PREFIXES = ("hadoop-aws-", "bundle-")
 SPARK_CONF_ENV = "FLOWLAKE_SPARK_CONF"
@@ -99,6 +101,8 @@ def get_spark(
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.ui.enabled", "false")
         builder = builder.config("spark.ui.showConsoleProgress", "false")
+        if LOG4J2_CONF.is_file():
+            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2_CONF}")
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage statistics: no traffic off this machine
@@ -12,6 +13,11 @@ import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 from flowlake.jobs.quality.checks import EXAMPLES, Check, CheckResult  # noqa: E402
+
+# GX sets its config module's logger to INFO (it announces the ephemeral context's temporary docs folder);
+# the gate's report says what matters
+for _name in ("great_expectations", "great_expectations.data_context.types.base"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 _CTX = None
