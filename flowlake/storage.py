@@ -186,7 +186,6 @@ _FAILURES: list[tuple[str, tuple[str, ...], str]] = [
      "check that the S3 endpoint (AWS_ENDPOINT_URL) is up and reachable from here, then re-run"),
 ]
 _S3_PATH_RE = re.compile(r"s3a?://[A-Za-z0-9.\-_]+(?:/[^\s'\",;:)\]]*)?")
-_BUCKET_RE = re.compile(r"(?:[Bb]ucket[ =:'\"]+|in bucket ')([a-z0-9.\-]{3,63})")
 
 
 @dataclass(frozen=True)
@@ -233,16 +232,9 @@ def storage_failure(err: BaseException, *, roots: tuple[str, ...] = ()) -> Stora
         return None
     paths = [p.rstrip(".") for p in _S3_PATH_RE.findall(text)]  # not a sentence's full stop
     s3_roots = [r for r in roots if is_s3(r)]
-    if paths:
-        where = paths[0]
-    elif s3_roots:
-        where = s3_roots[0]
-    elif (m := _BUCKET_RE.search(text)):
-        where = f"bucket {m.group(1)}"
-    else:
-        where = "the object store"
     if not s3_roots and not paths:
         return None  # a local lake: not an object-store failure
+    where = (paths or s3_roots)[0]
     if kind in ("endpoint unreachable", "missing bucket") and endpoint_url():
         where += f" (endpoint {endpoint_url()})"
     return StorageFailure(kind, where, hint)
