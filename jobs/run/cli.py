@@ -170,16 +170,14 @@ def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, confi
     config = load_jobs_config(config_path)
     start_ms, end_ms = _times(start, end)
     quality = _quality(quality_config, no_quality)
+    log_to = log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}", log_file=log_file)
     try:
         _guarded(lambda: backfill(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
                                   end_ms=end_ms, step_ms=_chunk_ms(chunk), config=config, quality=quality,
                                   echo=click.echo),
-                 roots=(lake_root, raw_root),
-                 log_to=log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}", log_file=log_file))
+                 roots=(lake_root, raw_root), log_to=log_to)
     except BackfillError as err:
-        exit_on_storage_failure(err, roots=(lake_root, raw_root),
-                                log_to=log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}",
-                                                log_file=log_file))
+        exit_on_storage_failure(err, roots=(lake_root, raw_root), log_to=log_to)
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
 
