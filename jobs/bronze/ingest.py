@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from flowlake.contracts import IP_EVENTS_PREFIX, RAW_FLOWS_PREFIX
@@ -79,14 +79,17 @@ class IngestResult:
         return text
 
 
-def _processed_files(spark: SparkSession, lake: Lake, kind: str) -> DataFrame:
-    """The processed-files log for one kind (one entry per file)."""
-    files = io.read(spark, lake, INGESTED_FILES).where(F.col("kind") == kind)
-    return files.dropDuplicates(["source_file"])
+def _already_processed(spark: SparkSession, lake: Lake, kind: str, uris: list[str]) -> set[str]:
+    """Which of these files the processed-files log names already.
 
-
-def _already_processed(spark: SparkSession, lake: Lake, kind: str) -> set[str]:
-    return {r[0] for r in _processed_files(spark, lake, kind).select("source_file").toLocalIterator()}
+    The lookup is a semi-join in Spark: only the matches reach the driver, not the whole log
+    (which grows by every file of every run)."""
+    if not uris:
+        return set()
+    wanted = F.broadcast(spark.createDataFrame([(u,) for u in uris], "source_file string"))
+    found = (io.read(spark, lake, INGESTED_FILES).where(F.col("kind") == kind).select("source_file")
+             .join(wanted, on="source_file", how="left_semi").distinct())
+    return {r[0] for r in found.collect()}
 
 
 def _in_bronze(spark: SparkSession, lake: Lake, target: Table, uris: list[str], *, kind: str) -> set[str]:
@@ -213,13 +216,15 @@ def new_flow_keys(spark: SparkSession, *, raw_root: str, lake: Lake, start_ms: i
     loc = resolve(raw_root)
     days = days_between(start_ms - lookback_hours * HOUR_MS, end_ms + HOUR_MS)
     keys = list_files(loc, [f"{RAW_FLOWS_PREFIX}/dt={d}" for d in days])
-    done = _already_processed(spark, lake, KIND_FLOWS)
-    return [k for k in keys if loc.uri(f"{loc.path}/{k}") not in done]
+    uris = {k: loc.uri(f"{loc.path}/{k}") for k in keys}
+    done = _already_processed(spark, lake, KIND_FLOWS, list(uris.values()))
+    return [k for k in keys if uris[k] not in done]
 
 
 def new_event_keys(spark: SparkSession, *, raw_root: str, lake: Lake) -> list[str]:
     """IP-event files not yet processed (all days: events for old days arrive late)."""
     loc = resolve(raw_root)
     keys = list_files(loc, [IP_EVENTS_PREFIX])
-    done = _already_processed(spark, lake, KIND_EVENTS)
-    return [k for k in keys if loc.uri(f"{loc.path}/{k}") not in done]
+    uris = {k: loc.uri(f"{loc.path}/{k}") for k in keys}
+    done = _already_processed(spark, lake, KIND_EVENTS, list(uris.values()))
+    return [k for k in keys if uris[k] not in done]

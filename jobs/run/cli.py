@@ -13,6 +13,7 @@ import tempfile
 
 import click
 
+from flowlake.jobs.run.stage_names import STAGE_NAMES
 from flowlake.storage import exit_on_storage_failure, is_s3, join
 
 
@@ -112,8 +113,8 @@ def _with_common(fn):
 @pipeline.command("run")
 @_with_common
 @click.option("--stages", default=None,
-              help="Comma-separated subset of ingest,ownership,attribute,quality,gold (default: all but the "
-                   "separate quality re-check); stages run apart must share --run-id.")
+              help=f"Comma-separated subset of {','.join(STAGE_NAMES)} (default: all but the separate quality "
+                   "re-check; maintain acts only when due); stages run apart must share --run-id.")
 @click.option("--run-id", default=None, help="Run id (default: a new one); the Airflow DAG passes one per data interval.")
 def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
                  quality_config: str | None, no_quality: bool, log_file: str | None, stages: str | None,
