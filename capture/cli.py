@@ -39,6 +39,15 @@ def run(config_path: str | None, interval_s: float | None) -> None:
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
         click.echo(f"flowlake capture run: {exc}", err=True)
         sys.exit(1)
+    except Exception as exc:  # an object-store failure at start: one line (exit 5), the trace in a temp file
+        import os
+        import tempfile
+
+        from flowlake.storage import exit_on_storage_failure
+
+        exit_on_storage_failure(exc, roots=("s3://",),
+                                log_to=os.path.join(tempfile.gettempdir(), f"flowlake-capture-{os.getpid()}.log"))
+        raise
 
 
 @capture.command()

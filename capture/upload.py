@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flowlake.contracts import PARQUET_COMPRESSION
+from flowlake.storage import storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,8 @@ class Uploader:
                 self.failures += 1
                 self._backoff_s = min(self.backoff_max_s, max(self.backoff_initial_s, self._backoff_s * 2))
                 self._next_attempt = self.clock() + self._backoff_s
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                failure = storage_failure(exc, roots=(self.sink.describe(),))  # one clear line, not the SDK's text
+                self.last_error = failure.line().removeprefix("error: ") if failure else f"{type(exc).__name__}: {exc}"
                 log.warning("upload of %s to %s failed (%s); %d file(s) wait in the spool, retry in %.1fs",
                             key, self.sink.describe(), self.last_error, len(self.spool.entries()), self._backoff_s)
                 break

@@ -45,7 +45,8 @@ INGESTED_FILES = Table("_meta/ingested_files", ddl=(
     "source_file string, kind string, status string, reason string, rows bigint, "
     "min_time_ms bigint, max_time_ms bigint, run_id string, processed_at_ms bigint"))
 QUARANTINE_FILES = Table("quarantine/files", ddl=(
-    "source_file string, kind string, reason string, quarantine_path string, run_id string, detected_at_ms bigint"))
+    "source_file string, kind string, reason string, quarantine_path string, run_id string, detected_at_ms bigint, "
+    "copy_error string"))
 RUNS = Table("_meta/runs", ddl=(
     "run_id string, start_ms bigint, end_ms bigint, recomputed_from_ms bigint, flow_files bigint, "
     "flow_rows bigint, event_files bigint, quarantined_files bigint, attributed_rows bigint, "

@@ -7,7 +7,8 @@ standalone master (``spark://host:7077``) works the same way when every
 worker sees the jars at the same path (one machine, or a shared install).
 Under ``spark-submit`` the jars and master come from its command line
 (scripts/flowlake-submit.sh builds it). ``FLOWLAKE_SPARK_CONF`` (a JSON
-object) adds or overrides Spark settings, e.g. s3a retry limits.
+object) adds or overrides Spark settings. S3 timeouts and retries come from
+:class:`flowlake.storage.S3Params` (conf/jobs.yaml ``storage:``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from flowlake.storage import spark_s3a_conf
+from flowlake.storage import S3Params, spark_s3a_conf, use_s3_params
 
 JARS_DIR_ENV = "FLOWLAKE_JARS_DIR"
 DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
@@ -67,14 +68,22 @@ def get_spark(
     master: str | None = None,
     shuffle_partitions: int | None = None,
     extra_conf: dict[str, str] | None = None,
+    storage: S3Params | None = None,
 ) -> SparkSession:
     """Return the active SparkSession, or build one with Delta and UTC.
+
+    ``storage`` (conf/jobs.yaml ``storage:``) sets the S3 timeouts and retries; the defaults apply
+    otherwise. ``FLOWLAKE_SPARK_CONF`` and ``extra_conf`` override single s3a keys.
 
     Under ``spark-submit`` (a session or ``spark.master`` already configured)
     the jars come from ``--jars``/``--packages`` and ``master`` is left alone.
     """
+    if storage is not None:
+        use_s3_params(storage)
     active = SparkSession.getActiveSession()
     if active is not None:
+        if storage is not None:
+            configure_storage(active, storage=storage)
         return active
     builder = SparkSession.builder.appName(app_name)
     submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("PYSPARK_GATEWAY_PORT")
@@ -101,6 +110,10 @@ def get_spark(
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.shuffle.partitions": str(shuffle_partitions or 8),
+        # Delta rebuilds a table's file list (its snapshot) in this many tasks on every read after a
+        # commit; its default, 50, is sized for huge logs and cost a run over this lake's small tables
+        # ~2x its time (bench/fixed_cost.py). Maintenance keeps the file counts small.
+        "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or 8),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
     }
@@ -134,17 +147,24 @@ def aws_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(AWS_ENV_PREFIXES)}
 
 
-def configure_storage(spark: SparkSession) -> None:
-    """Point a running session at the S3 endpoint and credentials of this process's environment.
+def configure_storage(spark: SparkSession, *, storage: S3Params | None = None) -> None:
+    """Point a running session at the S3 endpoint and credentials of this process's environment,
+    with the S3 timeouts and retries of ``storage`` (default: those in use, see :func:`use_s3_params`).
 
     Sets the s3a settings on the Hadoop configuration (file systems created
     from now on use them) and hands the AWS_* variables to the Python tasks,
     which read raw files with pyarrow. A no-op for what is already set.
     """
+    if storage is not None:
+        use_s3_params(storage)
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in spark_s3a_conf().items():
+    for key, value in {**spark_s3a_conf(), **_spark_hadoop(env_spark_conf())}.items():
         hadoop.set(key.removeprefix("spark.hadoop."), value)
     spark.sparkContext.environment.update(aws_env())
+
+
+def _spark_hadoop(conf: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in conf.items() if k.startswith("spark.hadoop.")}
 
 
 def require_s3(spark: SparkSession) -> None:

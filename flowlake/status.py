@@ -11,6 +11,8 @@ whether the writer lock (_meta/writer.lock) is held and by whom. Text by default
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -20,7 +22,7 @@ import pandas as pd
 
 from flowlake import lakeread
 from flowlake.insight_config import load_insight_config
-from flowlake.storage import resolve
+from flowlake.storage import exit_on_storage_failure, resolve
 
 COMPLETENESS = "silver/capture_completeness"
 
@@ -210,11 +212,18 @@ def render_text(st: dict[str, Any]) -> str:
 @click.option("--runs", "last", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="How many recent runs (and quarantined files) to list.")
 def status(lake: str | None, as_json: bool, last: int) -> None:
-    """The lake at a glance: runs and freshness, quality gates, quarantine, tables, writer lock. No JVM."""
+    """The lake at a glance: runs and freshness, quality gates, quarantine, tables, writer lock. No JVM.
+
+    Exit 5: the object store failed (one line says what, where and what to try; the trace goes to a
+    temp file the line names)."""
     if lake is None:
         lake = load_insight_config().lake
     try:
         st = collect(lake, last=last)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - a storage failure is one line (exit 5), the rest propagate
+        exit_on_storage_failure(e, roots=(lake,),
+                                log_to=os.path.join(tempfile.gettempdir(), f"flowlake-status-{os.getpid()}.log"))
+        raise
     click.echo(json.dumps(st, indent=2) if as_json else render_text(st))

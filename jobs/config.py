@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from flowlake.config import ComponentConfig, load_config
+from flowlake.storage import S3Params
 from flowlake.timeutil import HOUR_MS
 
 
@@ -82,6 +83,7 @@ class JobsConfig(ComponentConfig):
     component: str = "jobs"
     attribution: AttributionParams = AttributionParams()
     ingest: IngestParams = IngestParams()
+    storage: S3Params = S3Params()
     maintenance: MaintenanceParams = MaintenanceParams()
     shuffle_partitions: int = 8
 

@@ -14,4 +14,5 @@ trap 'rm -rf "$DEMO"' EXIT
 bash scripts/demo.sh "$DEMO"
 FLOWLAKE_INSIGHT__LAKE="$DEMO/lake" .venv/bin/python -m pytest -q -p no:cacheprovider --nbmake notebooks/
 
-.venv/bin/python -m pytest -q --durations=40 "$@"
+# two workers (tests/conftest.py groups the tests that share a lake or the kernel on one worker)
+.venv/bin/python -m pytest -q --durations=40 -n 2 --dist loadgroup --no-loadscope-reorder "$@"

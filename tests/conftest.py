@@ -38,7 +38,23 @@ SLOW_TESTS = {
 KERNEL_PREFIX = "tests/capture/test_kernel_"
 
 
+# Two workers (`pytest -n 2 --dist loadgroup --no-loadscope-reorder`, as scripts/test.sh runs the suite):
+# the tests of one group run on one worker, in order. A group is a file (module fixtures are built once),
+# except tests/prod (its package fixture builds the reference lake: built once) and the kernel tests
+# (one sidecar on the kernel at a time). Groups go out heaviest first so that both workers end together;
+# xdist hands each worker two groups up front, so the third is a light one (it joins prod's worker).
+GROUP_PREFIXES = {"tests/prod/": "prod", KERNEL_PREFIX: "kernel"}
+GROUP_ORDER = ["prod", "tests/jobs/test_pipeline_e2e.py", "tests/test_layers.py", "tests/gold/test_run_gold.py",
+               "tests/jobs/test_attribute.py", "tests/jobs/test_maintain.py", "kernel"]
+
+
+def _group(rel: str) -> str:
+    return next((g for prefix, g in GROUP_PREFIXES.items() if rel.startswith(prefix)), rel)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    groups = {}
     for item in items:
         try:
             rel = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
@@ -48,6 +64,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if rel.startswith(KERNEL_PREFIX):
             item.add_marker(pytest.mark.kernel)
+        groups[item] = _group(rel)
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike (a stable sort)
+        rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+        items.sort(key=lambda it: rank.get(groups.get(it, ""), len(rank)))
 
 
 def _free_port() -> int:

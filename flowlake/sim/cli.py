@@ -37,5 +37,14 @@ def simulate(out, start, hours, seed, records, profile, s3_endpoint, config_path
         summary = run(out=out, params=params, progress=not quiet, overwrite=overwrite)
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # an object-store failure: one line (exit 5), the trace in a temp file
+        import os
+        import tempfile
+
+        from flowlake.storage import exit_on_storage_failure
+
+        exit_on_storage_failure(exc, roots=(out,),
+                                log_to=os.path.join(tempfile.gettempdir(), f"flowlake-simulate-{os.getpid()}.log"))
+        raise
     for line in summary.lines():
         click.echo(line)

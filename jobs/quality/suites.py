@@ -83,14 +83,14 @@ def silver_suite(silver: DataFrame, bronze: DataFrame, *, min_attributed_share: 
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.when(F.col("remote_attribution") != "unattributed", 1).otherwise(0)).alias("attributed"),
     ).select("rows", "attributed", F.coalesce(F.col("attributed") / F.col("rows"), F.lit(1.0)).alias("share"))
-    dupes = silver.groupBy(*ROW_KEY).count().where(F.col("count") > 1)
+    dupes = silver.groupBy(*RECORD_KEY).count().where(F.col("count") > 1)  # a record twice, from any files
     missing = bronze.select(*ROW_KEY).join(silver.select(*ROW_KEY), on=ROW_KEY, how="left_anti")
     return [
         Check("silver.attributed_share", share, "ExpectColumnValuesToBeBetween",
               {"column": "share", "min_value": min_attributed_share},
               f"at least {min_attributed_share:.2%} of records have an attributed remote"),
         Check("silver.no_duplicate_keys", dupes, "ExpectTableRowCountToEqual", {"value": 0},
-              "one silver row per bronze record (" + ", ".join(ROW_KEY) + ")"),
+              "each record once (" + ", ".join(RECORD_KEY) + "), whichever file it came from"),
         Check("silver.every_bronze_row", missing, "ExpectTableRowCountToEqual", {"value": 0},
               "every bronze row of the span is in silver"),
     ]

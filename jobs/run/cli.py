@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
 
 import click
 
-from flowlake.storage import join
+from flowlake.jobs.run.stage_names import STAGE_NAMES
+from flowlake.storage import exit_on_storage_failure, is_s3, join
 
 
 def _spark(config):
+    """The CLI's session, Spark's own log (a failed task's Java trace) off unless FLOWLAKE_SPARK_LOG_LEVEL=WARN."""
     from flowlake.spark import get_spark
 
-    return get_spark(app_name="flowlake", shuffle_partitions=config.shuffle_partitions)
+    spark = get_spark(app_name="flowlake", shuffle_partitions=config.shuffle_partitions, storage=config.storage)
+    spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", "FATAL"))  # one line
+    return spark
 
 
 @click.group()
@@ -46,11 +52,30 @@ def _quality(quality_config: str | None, no_quality: bool):
     return load_quality_config(quality_config)
 
 
-def _guarded(fn):
-    """Run ``fn``; a failed quality gate or a held lock exits non-zero with the reason (no traceback)."""
+def log_path(*, lake_root: str, run_id: str, log_file: str | None) -> str:
+    """Where a failed run's full trace goes: ``--log-file``, else ``<lake>/_logs/<run_id>.log`` for a
+    local lake, else a file in the temp folder (the error line names it)."""
+    if log_file:
+        return log_file
+    if not is_s3(lake_root):
+        return os.path.join(os.path.abspath(lake_root), "_logs", f"{run_id}.log")
+    return os.path.join(tempfile.gettempdir(), f"flowlake-{run_id}.log")
+
+
+def quiet_spark_errors() -> None:
+    """PySpark logs every failed DataFrame call's Java trace to stderr; the CLI says it in one line and
+    puts the trace in the log file instead."""
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+
+
+def _guarded(fn, *, roots: tuple[str, ...] = (), log_to: str | None = None):
+    """Run ``fn``; a failed quality gate, a held lock or a storage failure exits non-zero with the
+    reason in one line (the storage failure's trace goes to ``log_to``)."""
     from flowlake.jobs.run.lock import LakeLockedError
     from flowlake.jobs.quality.checks import QualityGateError
 
+    if log_to is not None:
+        quiet_spark_errors()
     try:
         return fn()
     except QualityGateError as err:
@@ -59,6 +84,10 @@ def _guarded(fn):
     except LakeLockedError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_LOCKED)
+    except Exception as err:  # noqa: BLE001 - storage failures become one line, the rest propagate
+        if log_to is not None:
+            exit_on_storage_failure(err, roots=roots, log_to=log_to)
+        raise
 
 
 _common = [
@@ -69,6 +98,9 @@ _common = [
     click.option("--config", "config_path", default=None, help="jobs YAML (default conf/jobs.yaml)."),
     click.option("--quality-config", default=None, help="quality YAML (default conf/quality.yaml)."),
     click.option("--no-quality", is_flag=True, help="Skip the data-quality gates."),
+    click.option("--log-file", default=None,
+                 help="Where a storage failure's full trace goes (default <lake>/_logs/<run_id>.log for a "
+                      "local lake, a temp file for an S3 lake; the error line names it)."),
 ]
 
 
@@ -81,17 +113,20 @@ def _with_common(fn):
 @pipeline.command("run")
 @_with_common
 @click.option("--stages", default=None,
-              help="Comma-separated subset of ingest,ownership,attribute,quality,gold (default: all but the "
-                   "separate quality re-check); stages run apart must share --run-id.")
+              help=f"Comma-separated subset of {','.join(STAGE_NAMES)} (default: all but the separate quality "
+                   "re-check; maintain acts only when due); stages run apart must share --run-id.")
 @click.option("--run-id", default=None, help="Run id (default: a new one); the Airflow DAG passes one per data interval.")
 def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
-                 quality_config: str | None, no_quality: bool, stages: str | None, run_id: str | None) -> None:
+                 quality_config: str | None, no_quality: bool, log_file: str | None, stages: str | None,
+                 run_id: str | None) -> None:
     """Process every flow whose interval_start_ms lies in [start, end); re-runs are idempotent.
 
     Exit 3: a blocking quality check failed (nothing of that stage published, report under
-    <lake>/_quality/<run_id>/); exit 4: another run holds the lake's writer lock."""
+    <lake>/_quality/<run_id>/); exit 4: another run holds the lake's writer lock; exit 5: the object
+    store failed (unreachable, credentials, bucket, access, throttling): one line says what, where and
+    what to try, the full trace goes to --log-file."""
     from flowlake.jobs.config import load_jobs_config
-    from flowlake.jobs.run.pipeline import parse_stages, run
+    from flowlake.jobs.run.pipeline import new_run_id, parse_stages, run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_jobs_config(config_path)
@@ -101,9 +136,12 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--stages") from err
     quality = _quality(quality_config, no_quality)
+    run_id = run_id or new_run_id()
     report = _guarded(lambda: run(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
                                   end_ms=end_ms, config=config, stages=chosen, run_id=run_id, quality=quality,
-                                  echo=click.echo))
+                                  echo=click.echo),
+                      roots=(lake_root, raw_root), log_to=log_path(lake_root=lake_root, run_id=run_id,
+                                                                   log_file=log_file))
     click.echo(report.summary())
 
 
@@ -123,7 +161,7 @@ def _chunk_ms(text: str) -> int:
               help="Window length, whole hours or days (6h, 1d); windows are aligned to it from --start. "
                    "The tables do not depend on it (contracts §4): it trades memory for fewer runs.")
 def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
-                      quality_config: str | None, no_quality: bool, chunk: str) -> None:
+                      quality_config: str | None, no_quality: bool, log_file: str | None, chunk: str) -> None:
     """Run the windows of [start, end) in order in one Spark session, skipping those already complete;
     re-run to resume."""
     from flowlake.jobs.run.backfill import BackfillError, backfill
@@ -133,11 +171,14 @@ def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, confi
     config = load_jobs_config(config_path)
     start_ms, end_ms = _times(start, end)
     quality = _quality(quality_config, no_quality)
+    log_to = log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}", log_file=log_file)
     try:
         _guarded(lambda: backfill(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
                                   end_ms=end_ms, step_ms=_chunk_ms(chunk), config=config, quality=quality,
-                                  echo=click.echo))
+                                  echo=click.echo),
+                 roots=(lake_root, raw_root), log_to=log_to)
     except BackfillError as err:
+        exit_on_storage_failure(err, roots=(lake_root, raw_root), log_to=log_to)
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
 
@@ -163,9 +204,15 @@ def pipeline_maintain(lake_root: str, config_path: str | None) -> None:
     from flowlake.lake import Lake
 
     config = load_jobs_config(config_path)
-    with LakeLock(lake_root, owner="maintain"):
-        for line in _guarded(lambda: maintain(_spark(config), Lake(lake_root), params=config.maintenance)):
-            click.echo(line)
+
+    def locked_maintain() -> list[str]:
+        with LakeLock(lake_root, owner="maintain"):
+            return maintain(_spark(config), Lake(lake_root), params=config.maintenance)
+
+    # a storage failure (taking the lock included) is one line, exit 5, the trace in a log file
+    for line in _guarded(locked_maintain, roots=(lake_root,),
+                         log_to=log_path(lake_root=lake_root, run_id=f"maintain-{os.getpid()}", log_file=None)):
+        click.echo(line)
 
 
 @click.command()

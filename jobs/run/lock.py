@@ -6,10 +6,15 @@ Every pipeline stage takes this lock before it writes and releases it when
 done, so a second concurrent run fails fast with :class:`LakeLockedError`.
 
 The lock is created atomically: ``O_CREAT | O_EXCL`` on a local lake, a
-conditional put (``If-None-Match: *``) on S3. A lock left by a run that was
-killed is taken over when its process is gone (same host) or it is older
-than the time to live (``FLOWLAKE_LOCK_TTL_S``, default 6 h); ``flowlake
-pipeline unlock --lake`` removes one by hand.
+conditional put (``If-None-Match: *``) on S3. A lock is stale when its process
+is gone (same host), when the run that took it in this very process has ended
+(a run whose store failed could not remove it), or when it was not renewed
+for the time to live (``FLOWLAKE_LOCK_TTL_S``, default 6 h). A stale lock is
+taken over by a compare-and-swap on the version read (S3: a put with
+``If-Match: <ETag>``; local: a swap under ``flock``), so of two simultaneous
+takeovers exactly one wins. While held, the lock is renewed every third of the
+TTL, so a run longer than the TTL keeps it. ``flowlake pipeline unlock
+--lake`` removes one by hand (not needed after a crash or an outage).
 """
 
 from __future__ import annotations
@@ -18,16 +23,16 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
-from flowlake.storage import endpoint_url, is_s3, join
+from flowlake.jobs.run.lock_store import LOCK_NAME, store_for  # noqa: F401 - LOCK_NAME re-exported
 
 log = logging.getLogger(__name__)
-LOCK_NAME = "_meta/writer.lock"
 TTL_ENV = "FLOWLAKE_LOCK_TTL_S"
 DEFAULT_TTL_S = 6 * 3600
+_HELD: set[str] = set()  # owners whose lock this process holds now
 
 
 class LakeLockedError(RuntimeError):
@@ -40,6 +45,7 @@ class LockInfo:
     host: str
     pid: int
     acquired_at_ms: int
+    renewed_at_ms: int = 0
 
     def describe(self) -> str:
         age = (time.time() * 1000 - self.acquired_at_ms) / 1000
@@ -50,86 +56,22 @@ def _ttl_s() -> int:
     return int(os.environ.get(TTL_ENV, DEFAULT_TTL_S))
 
 
-class _LocalStore:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def create(self, body: bytes) -> bool:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        return True
-
-    def read(self) -> bytes | None:
-        try:
-            with open(self.path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-
-    def delete(self) -> None:
-        try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
-
-
-class _S3Store:
-    def __init__(self, uri: str) -> None:
-        import boto3
-
-        parsed = urlparse(uri)
-        self.bucket, self.key = parsed.netloc, parsed.path.lstrip("/")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.client = boto3.client("s3", endpoint_url=endpoint_url(), region_name=region)
-
-    def create(self, body: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
-
-    def read(self) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-
-    def delete(self) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key)
-
-
-def _store(lake_root: str):
-    path = join(lake_root, LOCK_NAME)
-    return _S3Store(path) if is_s3(lake_root) else _LocalStore(os.path.abspath(path))
-
-
 def _parse(body: bytes | None) -> LockInfo | None:
     if body is None:
         return None
     try:
         d = json.loads(body)
-        return LockInfo(str(d["owner"]), str(d["host"]), int(d["pid"]), int(d["acquired_at_ms"]))
+        return LockInfo(str(d["owner"]), str(d["host"]), int(d["pid"]), int(d["acquired_at_ms"]),
+                        int(d.get("renewed_at_ms") or d["acquired_at_ms"]))
     except (ValueError, KeyError, TypeError):
         return LockInfo("(unreadable lock)", "?", -1, 0)
 
 
 def _stale(info: LockInfo) -> bool:
-    if time.time() * 1000 - info.acquired_at_ms > _ttl_s() * 1000:
+    if time.time() * 1000 - max(info.acquired_at_ms, info.renewed_at_ms) > _ttl_s() * 1000:
         return True
+    if info.host == socket.gethostname() and info.pid == os.getpid():
+        return info.owner not in _HELD  # taken by a run of this process that has ended
     if info.host == socket.gethostname() and info.pid > 0:
         try:
             os.kill(info.pid, 0)
@@ -141,48 +83,100 @@ def _stale(info: LockInfo) -> bool:
 
 
 class LakeLock:
-    """Context manager holding the lake's writer lock for ``owner`` (a run id)."""
+    """Context manager holding the lake's writer lock for ``owner`` (a run id), renewed while held."""
 
     def __init__(self, lake_root: str, *, owner: str) -> None:
         self.lake_root = lake_root
         self.owner = owner
-        self.store = _store(lake_root)
+        self.store = store_for(lake_root)
         self.held = False
+        self.took_over: LockInfo | None = None  # the stale lock this one replaced, if any
+        self._body = b""
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _make_body(self, acquired_at_ms: int) -> bytes:
+        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                           "acquired_at_ms": acquired_at_ms, "renewed_at_ms": int(time.time() * 1000)}).encode()
 
     def acquire(self) -> None:
-        body = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "acquired_at_ms": int(time.time() * 1000)}).encode()
-        for _ in range(2):
+        # registered before the lock is written: another run of this process that reads it between the
+        # write and the registration must not take it for a dead run's
+        _HELD.add(self.owner)
+        try:
+            self._acquire()
+        except BaseException:
+            if not self.held:
+                _HELD.discard(self.owner)
+            raise
+
+    def _acquire(self) -> None:
+        body = self._make_body(int(time.time() * 1000))
+        for _ in range(3):
             if self.store.create(body):
-                self.held = True
-                return
-            info = _parse(self.store.read())
+                return self._hold(body)
+            current, version = self.store.read()
+            info = _parse(current)
             if info is None:
                 continue  # released in between: try again
             if info.owner == self.owner and info.host == socket.gethostname() and info.pid == os.getpid():
-                self.held = True
-                return
+                self.held = True  # re-entered by the same run (stages run apart in one process)
+                self._body = current
+                return None
             if not _stale(info):
                 raise LakeLockedError(
                     f"the lake {self.lake_root} is being written by {info.describe()}: one writer per lake "
-                    "(Delta on S3 is not safe with two). Wait for it to finish; if that run is dead, remove "
-                    f"the lock with `flowlake pipeline unlock --lake {self.lake_root}`.")
-            self.store.delete()  # stale: the process that held it is gone
+                    "(Delta on S3 is not safe with two). Wait for it to finish; if that run is dead on another "
+                    f"host, remove the lock with `flowlake pipeline unlock --lake {self.lake_root}`.")
+            if self.store.replace(body, version):  # compare-and-swap: of two takeovers one wins
+                log.warning("took over the stale writer lock of %s", info.describe())
+                self.took_over = info
+                return self._hold(body)
         raise LakeLockedError(f"could not take the writer lock of {self.lake_root}: another run took it first")
 
+    def _hold(self, body: bytes) -> None:
+        self.held = True
+        self._body = body
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew-{self.owner}", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        interval = max(1.0, _ttl_s() / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except Exception as err:  # noqa: BLE001 - the store may be down: the run fails on its own
+                log.info("could not renew the writer lock of %s: %s", self.lake_root, err)
+
+    def renew(self) -> bool:
+        """Refresh the lock's renewal time, if it is still this run's (conditional on its version)."""
+        current, version = self.store.read()
+        info = _parse(current)
+        if info is None or info.owner != self.owner:
+            log.error("the writer lock of %s is no longer held by run %s", self.lake_root, self.owner)
+            return False
+        body = self._make_body(info.acquired_at_ms)
+        if self.store.replace(body, version):
+            self._body = body
+            return True
+        return False
+
     def release(self) -> None:
-        """Remove the lock if this run holds it; a store that cannot be reached leaves it (logged)."""
+        """Remove the lock if this run holds it. A store that cannot be reached leaves it; the next run
+        takes it over (its holder in this process has ended, or its process is gone)."""
         if not self.held:
             return
         self.held = False
+        self._stop.set()
+        _HELD.discard(self.owner)
         try:
-            info = _parse(self.store.read())
+            info = _parse(self.store.read()[0])
             if info is not None and info.owner == self.owner:
                 self.store.delete()
         except Exception as err:  # noqa: BLE001 - never hide the run's own error behind this one
-            log.warning("could not remove the writer lock of %s (%s): it is taken over once this process "
-                        "has exited, or remove it with `flowlake pipeline unlock --lake %s`",
-                        self.lake_root, err, self.lake_root)
+            log.info("could not remove the writer lock of %s (%s): the next run takes it over",
+                     self.lake_root, err)
 
     def __enter__(self) -> "LakeLock":
         self.acquire()
@@ -194,7 +188,7 @@ class LakeLock:
 
 def force_unlock(lake_root: str) -> LockInfo | None:
     """Remove the lock whatever holds it; returns what held it."""
-    store = _store(lake_root)
-    info = _parse(store.read())
+    store = store_for(lake_root)
+    info = _parse(store.read()[0])
     store.delete()
     return info

@@ -131,7 +131,7 @@ def run(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: int, en
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run id {run_id!r} must be 1-128 of A-Z a-z 0-9 . _ : + - (it names folders)")
     if is_s3(raw_root) or is_s3(lake_root):
-        configure_storage(spark)
+        configure_storage(spark, storage=config.storage)
         require_s3(spark)
     ctx = RunContext(spark=spark, lake=Lake(lake_root), raw_root=raw_root, start_ms=start_ms, end_ms=end_ms,
                      run_id=run_id, config=config, quality=quality or load_quality_config(),

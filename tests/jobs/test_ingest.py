@@ -17,7 +17,9 @@ from tests.jobs.helpers import T0, event, flow
 NOW = T0 + 3_600_000
 
 
-def write_flows(root, rows, *, key=None, seq=0, schema=RAW_FLOW_SCHEMA, instance="i-a"):
+def write_flows(root, rows, *, key=None, seq=0, schema=RAW_FLOW_SCHEMA, instance="i-a", rows_instance=None):
+    """A raw flow file; its rows carry the key's instance unless ``rows_instance`` says otherwise."""
+    rows = [dict(r, instance_id=rows_instance or instance) for r in rows]
     key = key or raw_flow_key(instance_id=instance, first_interval_start_ms=rows[0]["interval_start_ms"], seq=seq)
     path = os.path.join(root, key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -154,5 +156,105 @@ def test_run_killed_after_bronze_before_the_log_does_not_duplicate(spark, dirs):
 
     DeltaTable.forPath(spark, lake.ingested_files).delete("true")
     again = run_ingest(spark, raw, lake_root)
-    assert again.files_ingested == 1
+    # honest counts: the file is logged as processed, but this run appended nothing
+    assert (again.files_ingested, again.rows_ingested, again.files_recovered) == (0, 0, 1), again.summary()
+    assert "not counted again" in again.summary()
     assert lk.read(spark, lake.bronze_flows).count() == 2
+    logged = lk.read(spark, lake.ingested_files).collect()
+    assert [(r.status, r.rows) for r in logged] == [("ingested", 0)]
+    assert "earlier run that did not finish" in logged[0].reason
+
+
+def _bronze_keys(spark, lake_root):
+    from flowlake.contracts import RECORD_KEY
+
+    return lk.read(spark, lk.Lake(lake_root).bronze_flows).select(*RECORD_KEY, "source_file").collect()
+
+
+def test_rows_naming_another_instance_than_the_key_are_quarantined(spark, dirs):
+    raw, lake_root = dirs
+    write_flows(raw, [flow()], instance="i-good")
+    copied = write_flows(raw, [flow(remote_port=1)], instance="i-other", rows_instance="i-good")  # copied across
+    result = run_ingest(spark, raw, lake_root)
+    assert (result.files_ingested, result.rows_ingested) == (1, 1)
+    [q] = result.quarantined
+    assert q["source_file"].endswith(copied)
+    assert "instance_id differs from the key's instance= folder (i-good vs i-other)" in q["reason"]
+    assert os.path.exists(q["quarantine_path"]) and q["copy_error"] is None
+
+
+def test_a_reupload_under_a_new_seq_is_quarantined_as_a_duplicate(spark, dirs):
+    """The sidecar uploaded seq 0, crashed before cleaning its spool, and uploads the same rows as seq 1."""
+    raw, lake_root = dirs
+    rows = [flow(), flow(remote_port=1), flow(remote_port=2)]
+    write_flows(raw, rows, seq=0)
+    first = run_ingest(spark, raw, lake_root)
+    second_key = write_flows(raw, rows, seq=1)
+    again = run_ingest(spark, raw, lake_root)
+    assert (first.rows_ingested, again.files_ingested, again.rows_ingested) == (3, 0, 0)
+    [q] = again.quarantined
+    assert q["source_file"].endswith(second_key)
+    assert q["reason"].startswith("duplicate: all 3 record(s) are already in bronze")
+    assert len(_bronze_keys(spark, lake_root)) == 3
+    logged = {r.source_file: r.reason for r in lk.read(spark, lk.Lake(lake_root).quarantine_files).collect()}
+    assert logged[q["source_file"]] == q["reason"]
+
+
+def test_a_part_duplicate_file_is_ingested_minus_the_records_already_in_bronze(spark, dirs):
+    raw, lake_root = dirs
+    write_flows(raw, [flow(), flow(remote_port=1)], seq=0)
+    run_ingest(spark, raw, lake_root)
+    part = write_flows(raw, [flow(remote_port=1, bytes_sent=999), flow(remote_port=2)], seq=1)  # 1 old key, 1 new
+    again = run_ingest(spark, raw, lake_root)
+    assert (again.files_ingested, again.rows_ingested, again.duplicate_rows) == (1, 1, 1), again.summary()
+    assert "1 duplicate record(s) skipped" in again.summary()
+    keys = _bronze_keys(spark, lake_root)
+    assert sorted(r.remote_port for r in keys) == [1, 2, 443]
+    # the first copy wins: the record with remote_port 1 is still the seq-0 one
+    assert {r.remote_port: r.source_file.endswith(part) for r in keys}[1] is False
+    entry = [r for r in lk.read(spark, lk.Lake(lake_root).ingested_files).collect() if r.source_file.endswith(part)]
+    assert [(e.status, e.rows, e.reason) for e in entry] == [("ingested", 1, "1 duplicate record(s) skipped")]
+
+
+def test_two_copies_in_one_run_keep_one(spark, dirs):
+    """Edge: the original and its re-upload arrive in the same run; the lower source_file wins."""
+    raw, lake_root = dirs
+    rows = [flow(), flow(remote_port=1)]
+    a = write_flows(raw, rows, seq=3)
+    b = write_flows(raw, rows, seq=4)
+    result = run_ingest(spark, raw, lake_root)
+    assert (result.files_ingested, result.rows_ingested) == (1, 2)
+    assert [q["source_file"].rsplit("/", 1)[-1] for q in result.quarantined] == [b.rsplit("/", 1)[-1]]
+    assert {r.source_file for r in _bronze_keys(spark, lake_root)} == {os.path.join(raw, a)}
+
+
+def test_orphan_quarantine_copies_of_a_dead_run_are_removed_and_named(spark, dirs):
+    raw, lake_root = dirs
+    orphan = os.path.join(lake_root, "quarantine/raw/dead-run/abc-1-0.parquet")
+    os.makedirs(os.path.dirname(orphan))
+    with open(orphan, "wb") as f:
+        f.write(b"copied before the run died")
+    write_flows(raw, [flow(bytes_sent=-1)])
+    result = run_ingest(spark, raw, lake_root)
+    assert result.orphans_removed == [orphan] and not os.path.exists(orphan)
+    assert "left by run(s) that never committed" in result.summary()
+    kept = result.quarantined[0]["quarantine_path"]
+    assert os.path.exists(kept)  # this run's copy is logged: the next run keeps it
+    assert run_ingest(spark, raw, lake_root).orphans_removed == [] and os.path.exists(kept)
+
+
+def test_a_failed_quarantine_copy_is_recorded_in_copy_error(spark, dirs):
+    import hashlib
+
+    raw, lake_root = dirs
+    key = write_flows(raw, [flow(bytes_sent=-1)])
+    # make the copy fail: a directory stands where the copy would go
+    target = os.path.join(lake_root, "quarantine/raw/r1", hashlib.sha1(key.encode()).hexdigest()[:12]
+                          + "-" + key.rsplit("/", 1)[-1])
+    os.makedirs(target)
+    result = run_ingest(spark, raw, lake_root)
+    [q] = result.quarantined
+    assert q["quarantine_path"] is None and q["copy_error"], q
+    [row] = lk.read(spark, lk.Lake(lake_root).quarantine_files).collect()
+    assert row.quarantine_path is None and row.copy_error == q["copy_error"]
+    assert "not copied" in result.summary()

@@ -45,10 +45,11 @@ def demo_raw(tmp_path_factory) -> Path:
     from flowlake.sim.core import simulate
     from flowlake.sim.params import SimParams
 
-    # in process (what `flowlake simulate --hours 1 --records RECORDS` runs): the CLI is not under test here
+    # in process (what `flowlake simulate --hours 1 --records RECORDS` runs): the CLI is not under test here;
+    # 20-minute files (312 of them, not 836 at the default 5): per-file cost dominates ingest at this size
     out = tmp_path_factory.mktemp("demo") / "raw"
     simulate(out=str(out), params=load_config(SimParams, path=REPO / "conf" / "sim.yaml", hours=1.0,
-                                              records=RECORDS), progress=False)
+                                              records=RECORDS, batch_intervals=20), progress=False)
     return out
 
 

@@ -73,6 +73,26 @@ def test_warning_level_check_only_reports(spark, quality_config, tmp_path):
     assert "[warning] silver.attributed_share" in (tmp_path / "_quality/w2/attribute.txt").read_text()
 
 
+def test_a_record_twice_from_two_files_fails_the_silver_gate(spark, quality_config):
+    """Issue 14: a re-upload under a new key gives the same record another source_file; the gate keys on
+    the record (contracts RECORD_KEY), not on the file."""
+    from flowlake.jobs.quality import gate as g
+    from flowlake.jobs.quality import suites as q
+
+    ddl = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
+                    for c in q.ROW_KEY) + ", remote_attribution string"
+    record = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "svc")
+    other = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 81, "outbound", "svc")  # edge: differs in one key column
+    silver = spark.createDataFrame([("seq0", *record), ("seq1", *record), ("seq0", *other)], ddl)
+    report = g.run_checks(q.silver_suite(silver, silver.drop("remote_attribution"), min_attributed_share=0.0),
+                          config=quality_config, run_id="d1", stage="attribute")
+    assert [r.name for r in report.blocking_failures] == ["silver.no_duplicate_keys"]
+    clean = silver.where("source_file != 'seq1'")
+    report = g.run_checks(q.silver_suite(clean, clean.drop("remote_attribution"), min_attributed_share=0.0),
+                          config=quality_config, run_id="d2", stage="attribute")
+    assert not report.blocking_failures
+
+
 def test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report(demo_raw, tmp_path):
     """An unreachable attributed share stops the run before silver is written."""
     import json
