@@ -58,10 +58,11 @@ OWNERSHIP_CONFLICTS = Table("silver/ip_ownership_conflicts", VALID_FROM, (),
                             "ip string, valid_from_ms bigint, valid_to_ms bigint, owners array<string>")
 OWNERSHIP_DOUBTS = Table("silver/ip_ownership_doubts", VALID_FROM, (),
                          "ip string, valid_from_ms bigint, valid_to_ms bigint, reason string")
-TRACKER_LAG = Table("_meta/tracker_lag", ddl=(
-    "run_id string, start_ms bigint, end_ms bigint, pairs bigint, quantile double, lag_quantile_ms bigint, "
-    "lag_max_ms bigint, margin_ms bigint, margin_source string, lifetime_quantile double, "
-    "lifetime_quantile_ms bigint, computed_at_ms bigint"))
+# one row per UTC hour: the tracker lag learned from that hour's lookback, and the margin its cuts use
+TRACKER_LAG = Table("_meta/tracker_lag", HOUR_START, (), (
+    "hour_start_ms bigint, pairs bigint, quantile double, lag_quantile_ms bigint, lag_max_ms bigint, "
+    "margin_ms bigint, margin_source string, lifetime_quantile double, lifetime_quantile_ms bigint, "
+    "run_id string, computed_at_ms bigint"))
 # the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
 IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
     "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "

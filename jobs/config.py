@@ -44,6 +44,9 @@ class AttributionParams(BaseModel):
     # stale-range guard: an event range longer than this quantile of observed holding lifetimes, whose end
     # another holder proves, is only trusted that long
     stale_lifetime_quantile: float = Field(0.99, gt=0, le=1)
+    # what is learned for UTC hour H (the lag margin, the lifetime bound, the port profiles) comes from the
+    # data of [H - learn_lookback_hours, H + 1h) only: it does not depend on how time was cut into runs
+    learn_lookback_hours: int = Field(24, ge=0)
     cidr_classes: list[CidrClass] = Field(default_factory=list)
     # Above this many ownership change points the as-of join stops broadcasting
     # them and joins on (ip, time bucket) instead.

@@ -25,12 +25,12 @@ from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, ownership
 from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
-from flowlake.jobs.silver.tracker_lag import tracker_lag
+from flowlake.jobs.silver.tracker_lag import hourly_lag, learn_reads, lookback_ms, margins
+from flowlake.timeutil import HOUR_MS
 from flowlake.lake import (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
     OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS, RUNS, TRACKER_LAG,
 )
-from flowlake.jobs.run import io
 
 OWNER_KEY = ["ip", "source"]
 OWNER_COLUMNS = ["workload", "instance_id", "kind", "region", "availability_zone"]
@@ -87,13 +87,16 @@ def ownership_stage(ctx: RunContext) -> None:
 
     Reads only the span: heartbeat evidence within the padded span, the events from the span's start
     (up to what reaches into it through the lag margin), and the tracker holdings open at the span's
-    start as earlier runs published them (``silver/ip_event_holdings``), not every event ingested."""
+    start as earlier runs published them (``silver/ip_event_holdings``), not every event ingested.
+    The lag margin and the stale-range bound are learned per UTC hour from a fixed lookback of bronze
+    (``learn_lookback_hours``, :func:`~flowlake.jobs.silver.tracker_lag.learn_reads`), so they do not
+    depend on how time was cut into runs; ``_meta/tracker_lag`` gets the span's hours."""
     span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
     # events up to what reaches into the span through the largest margin a run may learn
     reach_ms = max(params.event_lag_margin_ms, params.lag_margin_cap_ms)
-    events = ctx.read(BRONZE_IP_EVENTS).where(
-        F.col("event_ms") < span.end_ms + span.pad_ms + reach_ms).select(*IP_EVENT_SCHEMA.names)
+    all_events = ctx.read(BRONZE_IP_EVENTS).select(*IP_EVENT_SCHEMA.names)
+    events = all_events.where(F.col("event_ms") < span.end_ms + span.pad_ms + reach_ms)
     # an earlier run published the holdings open at the span's start: start from them; else (a new
     # lake, or after a gap in the runs) read every earlier event once
     runs = ctx.read(RUNS)
@@ -101,10 +104,17 @@ def ownership_stage(ctx: RunContext) -> None:
     if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
         events = events.where(F.col("event_ms") >= span.from_ms)
         seeded = events.unionByName(holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms))
-    # the margin is learned from the span's sidecar holdings (the seeded assigns give no lag pair)
-    lag = tracker_lag(evidence, events, params=params, lifetime_events=seeded)
-    ctx.echo(f"  ownership: tracker lag margin {lag.margin_ms} ms ({lag.margin_source}, {lag.pairs} pair(s))")
-    held = event_rows_df(seeded, lag_margin_ms=lag.margin_ms, stale_after_ms=lag.lifetime_quantile_ms).localCheckpoint()
+    # margins per hour, each from its own lookback window of bronze (records with first_start_ms in
+    # [lo, hi) have interval_start_ms in [lo - 1h, hi): an interval is shorter than an hour)
+    reads = learn_reads(from_ms=span.from_ms, end_ms=span.end_ms, params=params)
+    learn_flows = ctx.read_span(BRONZE_FLOWS, (reads.flows[0] - HOUR_MS, reads.flows[1]))
+    learn_events = all_events.where((F.col("event_ms") >= reads.events[0]) & (F.col("event_ms") < reads.events[1]))
+    hourly = hourly_lag(learn_flows, learn_events, params=params, hours=reads.hours)
+    shown = [hourly[h] for h in reads.hours if h >= span.hour_from_ms]
+    ctx.echo("  ownership: tracker lag margin per hour " + ", ".join(
+        f"{t.margin_ms} ms ({t.margin_source}, {t.pairs} pair(s))" for t in shown))
+    held = event_rows_df(seeded, lag_margin_ms=params.event_lag_margin_ms, stale_after_ms=None,
+                         margins=margins(hourly, params=params)).localCheckpoint()
     holdings = held.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")
     ranges, conflicts, doubts = ownership.build_from_rows(evidence, held, params=params)
     # nothing published beyond this window: holdings reaching past its end stay open
@@ -123,10 +133,11 @@ def ownership_stage(ctx: RunContext) -> None:
     for table, rows in spliced.items():
         ctx.publish(rows, table, predicate=touching_predicate(from_ms=span.from_ms, to_ms=span.end_ms))
     ctx.counts["ownership"] = owned.count()
-    meta = {**lag.row(), "run_id": ctx.run_id, "start_ms": span.from_ms, "end_ms": span.end_ms,
-            "computed_at_ms": ctx.now_ms if ctx.now_ms is not None else int(time.time() * 1000)}
-    row = tuple(meta[c.split()[0]] for c in TRACKER_LAG.ddl.split(", "))
-    io.append(ctx.spark.createDataFrame([row], TRACKER_LAG.ddl), ctx.lake, TRACKER_LAG)
+    computed_at = ctx.now_ms if ctx.now_ms is not None else int(time.time() * 1000)
+    cols = [c.split()[0] for c in TRACKER_LAG.ddl.split(", ")]
+    meta = [tuple({**t.row(), "run_id": ctx.run_id, "computed_at_ms": computed_at}[c] for c in cols)
+            for t in shown if t.hour_start_ms < span.hour_to_ms]
+    ctx.publish(ctx.spark.createDataFrame(meta, TRACKER_LAG.ddl), TRACKER_LAG)
 
 
 def attribute_stage(ctx: RunContext) -> None:
@@ -138,8 +149,10 @@ def attribute_stage(ctx: RunContext) -> None:
                          & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
     doubts = ctx.read(OWNERSHIP_DOUBTS).where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
                                               & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
-    attributed = attribute.transform(flows, owned, params=ctx.config.attribution,
-                                     known_ips=stored.select("ip"), doubts=doubts).persist()
+    # the port guard learns each record hour's profile from that hour and the lookback before it
+    lookback = (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_to_ms)
+    attributed = attribute.transform(flows, owned, params=ctx.config.attribution, known_ips=stored.select("ip"),
+                                     doubts=doubts, profile_flows=ctx.read_span(BRONZE_FLOWS, lookback)).persist()
     ctx.gate("attribute", lambda: suites.silver_suite(attributed, flows,
                                                       min_attributed_share=ctx.quality.min_attributed_share))
     ctx.publish(attributed, FLOWS_ATTRIBUTED)

@@ -13,7 +13,8 @@ had owners at other times but none then, are all unattributed.
 an event-attributed outbound record to a server port the attributed workload
 never served, while its sidecars show it serving other ports (or an inbound
 record on a local port the attributed client never called, while its sidecars
-show it calling other ports). A guard only
+show it calling other ports), both over the ``learn_lookback_hours`` before the
+record's UTC hour and that hour (the same whatever the run's span). A guard only
 ever turns an attribution into ``unattributed``, never into another owner.
 """
 
@@ -105,16 +106,35 @@ def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: Attrib
     return starts.unionByName(ends).unionByName(before_all).unionByName(by_cidr)
 
 
-def port_profiles(flows: DataFrame) -> DataFrame:
-    """(workload, direction, port) the sidecars' own records show: ports a workload serves (its inbound
-    records' local port, keyed ``outbound`` = the direction of the records the profile checks) and ports
-    it calls (its outbound records' remote port, keyed ``inbound``)."""
+def record_hour(col: str = "interval_start_ms"):
+    """The UTC hour (epoch ms of its start) of a record, by ``interval_start_ms``."""
+    return (F.floor(F.col(col) / HOUR_MS) * HOUR_MS).cast("bigint")
+
+
+def port_profiles(flows: DataFrame, *, lookback_hours: int, hours: DataFrame | None = None) -> DataFrame:
+    """(workload, direction, port, hour) the sidecars' own records show over the lookback of each UTC hour:
+    ports a workload serves (its inbound records' local port, keyed ``outbound`` = the direction of the
+    records the profile checks) and ports it calls (its outbound records' remote port, keyed ``inbound``),
+    within [hour - lookback_hours, hour + 1h) of ``interval_start_ms``. A record of hour H is checked
+    against hour H's profile only, so the result does not depend on how time was cut into runs.
+    ``hours`` (column ``_pp_hour``): the hours to give profiles for (default: every hour the data reach)."""
     known = flows.where(F.col("local_workload").isNotNull())
+    data_hour = record_hour()
     serves = known.where(F.col("direction") == "inbound").select(
-        "local_workload", F.lit("outbound").alias("_pp_dir"), F.col("local_port").alias("_pp_port"))
+        "local_workload", F.lit("outbound").alias("_pp_dir"), F.col("local_port").alias("_pp_port"),
+        data_hour.alias("_pp_data_hour"))
     calls = known.where(F.col("direction") == "outbound").select(
-        "local_workload", F.lit("inbound").alias("_pp_dir"), F.col("remote_port").alias("_pp_port"))
-    return serves.unionByName(calls).withColumnRenamed("local_workload", "_pp_workload").distinct()
+        "local_workload", F.lit("inbound").alias("_pp_dir"), F.col("remote_port").alias("_pp_port"),
+        data_hour.alias("_pp_data_hour"))
+    seen = serves.unionByName(calls).distinct()
+    # each hour's data counts for the hours whose lookback holds it: itself and the lookback_hours after
+    reach = F.sequence(F.col("_pp_data_hour"), F.col("_pp_data_hour") + F.lit(lookback_hours * HOUR_MS),
+                       F.lit(HOUR_MS).cast("bigint"))
+    out = seen.select(F.col("local_workload").alias("_pp_workload"), "_pp_dir", "_pp_port",
+                      F.explode(reach).alias("_pp_hour"))
+    if hours is not None:
+        out = out.join(F.broadcast(hours), "_pp_hour", "left_semi")
+    return out.distinct()
 
 
 def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, broadcast: bool,
@@ -129,14 +149,16 @@ def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, br
 
 def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionParams,
               known_ips: DataFrame | None = None, doubts: DataFrame | None = None, broadcast: bool | None = None,
-              bucket_ms: int = HOUR_MS) -> DataFrame:
+              bucket_ms: int = HOUR_MS, profile_flows: DataFrame | None = None) -> DataFrame:
     """Attributed flows: every input column plus local_workload_resolved, remote_workload,
     remote_attribution, remote_availability_zone, remote_kind and attribution_note.
 
     ``doubts`` (ip, valid_from_ms, valid_to_ms, reason) name why times without
     an owner have none. ``broadcast=None`` broadcasts the change points when
     there are at most ``params.broadcast_max_rows`` of them (one count of that
-    small table), and otherwise joins on (ip, ``bucket_ms`` time bucket)."""
+    small table), and otherwise joins on (ip, ``bucket_ms`` time bucket).
+    ``profile_flows`` (default ``flows``) are the records the port guard learns from: give the
+    ``learn_lookback_hours`` before the flows' first hour too (:func:`port_profiles`)."""
     points = lookup_points(ownership, flows.select("remote_ip"), params=params, known_ips=known_ips, doubts=doubts)
     if broadcast is None:
         broadcast = points.count() <= params.broadcast_max_rows
@@ -144,14 +166,18 @@ def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionPara
     both = _lookup(remote, points, ip_col="local_ip", prefix="_l_", broadcast=broadcast, bucket_ms=bucket_ms)
     # port guard: which ports each workload serves and calls, from the sidecars' own records. An
     # outbound record's remote serves its remote_port; an inbound record's remote calls its local_port.
-    profiles = port_profiles(flows)
-    profiled = profiles.select(F.col("_pp_workload").alias("_pw_workload"),
-                               F.col("_pp_dir").alias("_pw_dir")).distinct()
+    hour = record_hour()
+    profiles = port_profiles(flows if profile_flows is None else profile_flows,
+                             lookback_hours=params.learn_lookback_hours,
+                             hours=flows.select(hour.alias("_pp_hour")).distinct())
+    profiled = profiles.select(F.col("_pp_workload").alias("_pw_workload"), F.col("_pp_dir").alias("_pw_dir"),
+                               F.col("_pp_hour").alias("_pw_hour")).distinct()
     port = F.when(F.col("direction") == "outbound", F.col("remote_port")).otherwise(F.col("local_port"))
     both = (both.join(F.broadcast(profiles), (F.col("_r_workload") == F.col("_pp_workload"))
-                      & (F.col("direction") == F.col("_pp_dir")) & (port == F.col("_pp_port")), "left")
+                      & (F.col("direction") == F.col("_pp_dir")) & (port == F.col("_pp_port"))
+                      & (hour == F.col("_pp_hour")), "left")
             .join(F.broadcast(profiled), (F.col("_r_workload") == F.col("_pw_workload"))
-                  & (F.col("direction") == F.col("_pw_dir")), "left"))
+                  & (F.col("direction") == F.col("_pw_dir")) & (hour == F.col("_pw_hour")), "left"))
     port_doubt = ((F.col("_r_source") == ATTR_EVENT) & F.col("_pw_workload").isNotNull()
                   & F.col("_pp_workload").isNull())
     attributed = (F.col("_r_workload").isNotNull() & F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT, ATTR_CIDR)

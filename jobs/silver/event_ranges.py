@@ -2,8 +2,11 @@
 
 Per IP, in event-time order (never arrival order), with duplicates removed
 (see :mod:`flowlake.jobs.silver.ownership` for the rules). The tracker's
-``event_ms`` lags the true change by up to the lag margin ``M`` (learned per run
-from sidecar holdings, see :mod:`flowlake.jobs.silver.tracker_lag`).
+``event_ms`` lags the true change by up to the lag margin ``M`` (learned per UTC
+hour from the sidecar holdings of a fixed lookback, see
+:mod:`flowlake.jobs.silver.tracker_lag`; an event at ``t`` uses the margin of the
+hour of ``t - lag_margin_cap_ms``, the earliest point any of its cuts can fall,
+so the margin a cut uses does not depend on how time was cut into runs).
 Cuts are asymmetric: a range loses time to the margin only where another
 workload could have taken the address.
 
@@ -25,12 +28,15 @@ workload could have taken the address.
 from __future__ import annotations
 
 import pandas as pd
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_EVENT_HOLDINGS
+from flowlake.timeutil import HOUR_MS, floor_to
 
 EVENT_BUCKETS = 16
 KIND_RANGE = "range"
@@ -40,6 +46,26 @@ NOTE_STALE_RANGE = "guard: stale range"
 EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
 # ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`)
 EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string"
+
+
+@dataclass(frozen=True)
+class Margins:
+    """The lag margin and stale-range bound per UTC hour (epoch ms of the hour's start -> (margin_ms,
+    stale_after_ms or None)). An event at ``t`` uses the hour of ``t - key_offset_ms`` (the run passes
+    ``lag_margin_cap_ms``), clamped to the first and last hour given: events outside them cut only
+    outside the run's span, which publishes nothing there."""
+
+    by_hour: dict[int, tuple[int, int | None]]
+    key_offset_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.by_hour:
+            raise ValueError("Margins needs at least one hour")
+
+    def at(self, event_ms: int) -> tuple[int, int | None]:
+        hours = self.by_hour
+        hour = min(max(floor_to(int(event_ms) - self.key_offset_ms, HOUR_MS), min(hours)), max(hours))
+        return hours[hour]
 
 
 def _text(value: object) -> str | None:
@@ -76,11 +102,14 @@ def event_range_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms
             if r["row_kind"] == KIND_RANGE]
 
 
-def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None) -> list[dict]:
+def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None,
+               margins: Margins | None = None) -> list[dict]:
     """Ranges and doubts (EVENT_ROWS_DDL dicts) of one ip, by the rules of the module doc.
 
     ``stale_after_ms``: a holding longer than this whose end another holder's
     unassign proves is only trusted this long (None: no such guard).
+    ``margins``: per-hour margin and stale bound, looked up at each event
+    (overrides ``lag_margin_ms`` and ``stale_after_ms``).
     """
     order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
     order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
@@ -106,6 +135,8 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
 
     for ev in order.itertuples(index=False):
         inst, workload, at = _text(ev.instance_id), _text(ev.workload), int(ev.event_ms)
+        if margins is not None:
+            m, stale_after_ms = margins.at(at)
         if ev.action == ACTION_ASSIGN:
             if workload is None:
                 continue  # an assign must name a workload; ingest quarantines such rows
@@ -193,22 +224,12 @@ def _per_bucket(events: DataFrame, fn, schema: str) -> DataFrame:
         lambda pdf: fn(pdf.drop(columns=["_bucket"])), schema=schema)
 
 
-def lifetime_quantile(events: DataFrame, *, quantile: float) -> int | None:
-    """The ``quantile`` of observed holding lifetimes (assign to own unassign) in ``events``; None if none."""
-    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"lifetime_ms": [x for _, g in pdf.groupby("ip", sort=False) for x in holding_lifetimes(g)]},
-                            dtype="int64")
-
-    lifetimes = _per_bucket(dedup_events(events), per_bucket, "lifetime_ms bigint")
-    got = lifetimes.agg(F.percentile("lifetime_ms", F.lit(quantile)).alias("q")).first()
-    return None if got is None or got["q"] is None else int(got["q"])
-
-
-def event_rows_df(events: DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None) -> DataFrame:
-    """Ranges and doubts (EVENT_ROWS_DDL) of every ip's events."""
+def event_rows_df(events: DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None,
+                  margins: Margins | None = None) -> DataFrame:
+    """Ranges and doubts (EVENT_ROWS_DDL) of every ip's events (``margins``: see :func:`event_rows`)."""
     def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
         rows = [r for _, g in pdf.groupby("ip", sort=False)
-                for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)]
+                for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms, margins=margins)]
         return _range_frame(rows, EVENT_ROWS_DDL)
 
     return _per_bucket(dedup_events(events), per_bucket, EVENT_ROWS_DDL)

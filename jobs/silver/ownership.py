@@ -14,7 +14,7 @@ Events. Per IP, in event-time order (never arrival order), with duplicates
 removed: an assign starts a holding by (workload, instance_id); the next
 assign to another holder, or an unassign of this holder (same instance_id,
 or none given), ends it. The tracker's event_ms lags the true change; the lag
-margin (a high quantile of that lag, learned per run from holdings whose
+margin (a high quantile of that lag, learned per UTC hour from holdings whose
 sidecar shows when they really began: :mod:`flowlake.jobs.silver.tracker_lag`) is taken off a
 range only where another workload could have taken the address (see
 :mod:`flowlake.jobs.silver.event_ranges`). An event range is never trusted
@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
 from flowlake.jobs.silver.doubts import NOTE_CONFLICT, NOTE_SILENT_SIDECAR, disjoint_doubts
-from flowlake.jobs.silver.event_ranges import KIND_DOUBT, KIND_RANGE, event_rows_df
+from flowlake.jobs.silver.event_ranges import KIND_DOUBT, KIND_RANGE, Margins, event_rows_df
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
 
 SOURCE_HEARTBEAT = "heartbeat"
@@ -187,19 +187,20 @@ class Ownership(NamedTuple):
 
 
 def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None,
-          stale_after_ms: int | None = None) -> Ownership:
+          stale_after_ms: int | None = None, margins: Margins | None = None) -> Ownership:
     """Ownership ranges, heartbeat conflicts and doubt ranges.
 
     ``flows`` are bronze rows (the heartbeats: give the window padded by
     :func:`evidence_pad_ms`); ``events`` are all known IP events (canonical ips).
-    ``lag_margin_ms`` is the margin (:func:`~flowlake.jobs.silver.tracker_lag.tracker_lag`; default the config's
-    fallback), ``stale_after_ms`` the stale-range guard's lifetime bound (None: off).
+    ``lag_margin_ms`` is one margin for every event (default the config's fallback), ``stale_after_ms`` the
+    stale-range guard's lifetime bound (None: off); ``margins`` (per hour,
+    :func:`~flowlake.jobs.silver.tracker_lag.margins`) overrides both.
     Heartbeat ranges do not overlap within an ip, nor do event ranges; a
     heartbeat and an event range may overlap only when they name the same workload.
     """
     margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
-    return build_from_rows(flows, event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms),
-                           params=params)
+    return build_from_rows(flows, event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms,
+                                                margins=margins), params=params)
 
 
 def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams) -> Ownership:

@@ -1,57 +1,97 @@
-"""How late the tracker is: its lag behind sidecar-proven holding starts, learned per run.
+"""How late the tracker is, learned per UTC hour from a fixed lookback of sidecar-proven holding starts.
 
 For addresses held by workloads with a sidecar, the first heartbeat shows when
 a holding really began; the tracker's assign for the same holding shows when it
 said so. A high quantile of that lag, within a floor and a cap, is the margin
 event ranges are cut by (:mod:`flowlake.jobs.silver.event_ranges`); with too
-few pairs the config's ``event_lag_margin_ms`` is used. Each run publishes the
-estimate in ``_meta/tracker_lag``.
+few pairs the config's ``event_lag_margin_ms`` is used.
+
+Window invariance: everything learned for the UTC hour ``H`` comes from the data
+of ``[H - learn_lookback_hours, H + 1h)`` only, so a run over many hours and
+hourly runs over the same hours learn the same values (given the same data).
+Each lag pair is a function of the data around its own assign (see
+:func:`lag_pairs`) and counts in hour ``H`` if it is known (all its data seen)
+within that window; each holding lifetime counts if its assign and its own
+unassign lie in it (so lifetimes longer than the lookback are not seen).
+The ownership stage publishes one row per hour in ``_meta/tracker_lag``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN
 from flowlake.jobs.config import AttributionParams
-from flowlake.jobs.silver.event_ranges import dedup_events, lifetime_quantile
-from flowlake.jobs.silver.ownership import heartbeat_evidence
+from flowlake.jobs.silver.event_ranges import Margins, _per_bucket, dedup_events, holding_lifetimes
+from flowlake.timeutil import HOUR_MS, floor_to
 
 MARGIN_FLEET = "fleet"
 MARGIN_FALLBACK = "fallback"
+HOUR_DDL = "hour_start_ms bigint"
+
+
+def lookback_ms(params: AttributionParams) -> int:
+    return params.learn_lookback_hours * HOUR_MS
+
+
+@dataclass(frozen=True)
+class LearnReads:
+    """What a run over [from_ms, end_ms) learns: the hours it needs margins for, and the bronze it reads."""
+
+    hours: list[int]  # hour starts (epoch ms), ascending
+    flows: tuple[int, int]  # [lo, hi) on first_start_ms of the heartbeats lag pairs use
+    events: tuple[int, int]  # [lo, hi) on event_ms
+
+
+def learn_reads(*, from_ms: int, end_ms: int, params: AttributionParams) -> LearnReads:
+    """The hours whose margins a span's cuts can use (an event at t uses the hour of t - cap, see
+    :class:`~flowlake.jobs.silver.event_ranges.Margins`: from the hour of from_ms - cap to the span's last
+    hour) and the data their windows need. Bounded by the lookback, not the lake's age."""
+    cap, gap = params.lag_margin_cap_ms, params.heartbeat_max_gap_ms
+    first = floor_to(from_ms - cap, HOUR_MS)
+    last = floor_to(end_ms - 1, HOUR_MS)
+    hours = list(range(first, last + HOUR_MS, HOUR_MS))
+    lo = first - lookback_ms(params)
+    # a pair whose assign is at a is known at a + cap and uses heartbeats of [a - cap - gap, a + cap)
+    return LearnReads(hours=hours, flows=(lo - 2 * cap - gap, last + HOUR_MS), events=(lo - cap, last + HOUR_MS))
 
 
 def lag_pairs(flows: DataFrame, events: DataFrame, *, params: AttributionParams) -> DataFrame:
-    """(ip, workload, instance_id, assign_ms, first_heartbeat_ms, lag_ms) per sidecar holding that began
-    inside the evidence of ``flows``.
+    """(ip, workload, instance_id, assign_ms, first_heartbeat_ms, lag_ms, known_ms) per assign of a holder
+    whose sidecar reports on the address near it.
 
     The lag that matters is how long before its assign's event_ms a new holder
-    can already have traffic: for holders with a sidecar that is the assign's
-    event_ms minus the holding's first heartbeat (never below 0). A holding
-    counts only if its assign lies at least the cap after the evidence starts
-    (so the holding began inside it) and before the evidence ends.
+    can already have traffic: the assign's event_ms ``a`` minus the holder's
+    first heartbeat on the address within ``[a - cap - heartbeat_max_gap_ms, a + cap)`` (never below 0).
+    A pair uses only the data of that range, so it is the same whatever a run
+    read around it; it is ``known`` at ``a + cap``. A holding that began
+    earlier (or an assign re-sent for a holder that kept the address, with a
+    new event_ms) counts as a lag of at least the cap, which caps the margin anyway.
     """
-    cap = params.lag_margin_cap_ms
-    hb = heartbeat_evidence(flows).groupBy("ip", "workload", "instance_id").agg(
-        F.min("first_ms").alias("first_heartbeat_ms"))
-    bounds = flows.agg(F.min("first_start_ms").alias("_lo"), F.max("first_start_ms").alias("_hi"))
-    assigns = dedup_events(events).where(F.col("action") == ACTION_ASSIGN).groupBy(
-        "ip", "workload", "instance_id").agg(F.min("event_ms").alias("assign_ms"))
-    return (
-        hb.join(assigns, ["ip", "workload", "instance_id"]).crossJoin(F.broadcast(bounds))
-        .where((F.col("assign_ms") - cap >= F.col("_lo")) & (F.col("assign_ms") <= F.col("_hi")))
-        .select("ip", "workload", "instance_id", "assign_ms", "first_heartbeat_ms",
-                F.greatest(F.col("assign_ms") - F.col("first_heartbeat_ms"), F.lit(0)).alias("lag_ms"))
-    )
+    cap, gap = params.lag_margin_cap_ms, params.heartbeat_max_gap_ms
+    holder = ["ip", "workload", "instance_id"]
+    assigns = (dedup_events(events).where(F.col("action") == ACTION_ASSIGN)
+               .select(*holder, F.col("event_ms").alias("assign_ms")).distinct())
+    hb = flows.where(F.col("local_workload").isNotNull()).select(
+        F.col("local_ip").alias("ip"), F.col("local_workload").alias("workload"), "instance_id",
+        F.col("first_start_ms").alias("_hb_ms"))
+    near = (F.col("_hb_ms") >= F.col("assign_ms") - cap - gap) & (F.col("_hb_ms") < F.col("assign_ms") + cap)
+    first = assigns.join(hb, holder).where(near).groupBy(*holder, "assign_ms").agg(
+        F.min("_hb_ms").alias("first_heartbeat_ms"))
+    return first.select(*holder, "assign_ms", "first_heartbeat_ms",
+                        F.greatest(F.col("assign_ms") - F.col("first_heartbeat_ms"), F.lit(0)).alias("lag_ms"),
+                        (F.col("assign_ms") + cap).alias("known_ms"))
 
 
 @dataclass(frozen=True)
 class TrackerLag:
-    """How late the tracker is, as learned from one run's sidecar holdings, and the margin used."""
+    """How late the tracker is over one hour's lookback, and the margin that hour's cuts use."""
 
+    hour_start_ms: int
     pairs: int
     quantile: float
     lag_quantile_ms: int | None  # None: no pair
@@ -65,30 +105,61 @@ class TrackerLag:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def estimate_lag(pairs: DataFrame, *, params: AttributionParams, lifetime_ms: int | None = None) -> TrackerLag:
-    """The margin from :func:`lag_pairs`: the quantile within [floor, cap], or the fallback below min pairs."""
-    q = params.lag_quantile
-    got = pairs.agg(F.count(F.lit(1)).alias("n"), F.expr(f"percentile(lag_ms, {q})").alias("q"),
-                    F.max("lag_ms").alias("mx")).first()
-    n = int(got["n"]) if got else 0
-    lag_q = None if not n or got["q"] is None else int(round(got["q"]))
-    if n >= params.lag_min_pairs and lag_q is not None:
-        margin, source = min(max(lag_q, params.lag_margin_floor_ms), params.lag_margin_cap_ms), MARGIN_FLEET
+def estimate_lag(*, hour_start_ms: int, pairs: int, lag_quantile_ms: int | None, lag_max_ms: int | None,
+                 lifetime_ms: int | None, params: AttributionParams) -> TrackerLag:
+    """The margin of one hour: the lag quantile within [floor, cap], or the fallback below min pairs."""
+    if pairs >= params.lag_min_pairs and lag_quantile_ms is not None:
+        margin = min(max(lag_quantile_ms, params.lag_margin_floor_ms), params.lag_margin_cap_ms)
+        source = MARGIN_FLEET
     else:
         margin, source = params.event_lag_margin_ms, MARGIN_FALLBACK
-    return TrackerLag(pairs=n, quantile=q, lag_quantile_ms=lag_q, lag_max_ms=None if not n else int(got["mx"]),
-                      margin_ms=margin, margin_source=source, lifetime_quantile=params.stale_lifetime_quantile,
-                      lifetime_quantile_ms=lifetime_ms)
+    return TrackerLag(hour_start_ms=hour_start_ms, pairs=pairs, quantile=params.lag_quantile,
+                      lag_quantile_ms=lag_quantile_ms, lag_max_ms=lag_max_ms, margin_ms=margin, margin_source=source,
+                      lifetime_quantile=params.stale_lifetime_quantile, lifetime_quantile_ms=lifetime_ms)
 
 
-def tracker_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
-                lifetime_events: DataFrame | None = None) -> TrackerLag:
-    """The tracker's lag and the margin to use, from the heartbeat evidence and the events read.
+def _in_windows(df: DataFrame, hours: DataFrame, *, at: str, lookback: int) -> DataFrame:
+    """``df`` rows once per hour H of ``hours`` (column hour_start_ms) whose window [H - lookback, H + 1h)
+    holds the row's ``at``."""
+    h = F.col("hour_start_ms")
+    return df.crossJoin(F.broadcast(hours)).where((F.col(at) >= h - lookback) & (F.col(at) < h + HOUR_MS))
 
-    ``lifetime_events`` (default ``events``) are the events holding lifetimes are measured on: an
-    incremental run passes its events plus the holdings open at its start as assigns, so that holdings
-    longer than one span still count; those seeded assigns are not real events and give no lag pair.
-    """
-    life = lifetime_quantile(events if lifetime_events is None else lifetime_events,
-                             quantile=params.stale_lifetime_quantile)
-    return estimate_lag(lag_pairs(flows, events, params=params), params=params, lifetime_ms=life)
+
+def hourly_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
+               hours: list[int]) -> dict[int, TrackerLag]:
+    """The tracker's lag and the margin per hour of ``hours``, each from its window's data only.
+
+    ``flows`` (bronze rows) and ``events`` must hold what :func:`learn_reads` names for those hours
+    (more is harmless: each hour filters its window)."""
+    spark = flows.sparkSession
+    lookback, q = lookback_ms(params), params.lag_quantile
+    hour_df = spark.createDataFrame([(h,) for h in hours], HOUR_DDL)
+    # a pair counts in hour H when it is known (a + cap) within [H - L, H + 1h): its data lie before that
+    pairs = _in_windows(lag_pairs(flows, events, params=params), hour_df, at="known_ms", lookback=lookback)
+    lag = {r["hour_start_ms"]: r for r in pairs.groupBy("hour_start_ms").agg(
+        F.count(F.lit(1)).alias("n"), F.expr(f"percentile(lag_ms, {q})").alias("q"),
+        F.max("lag_ms").alias("mx")).collect()}
+
+    def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+        got = [(h, x) for (h, _), g in pdf.groupby(["hour_start_ms", "ip"], sort=False) for x in holding_lifetimes(g)]
+        return pd.DataFrame(got, columns=["hour_start_ms", "lifetime_ms"], dtype="int64")
+
+    windowed = _in_windows(dedup_events(events), hour_df, at="event_ms", lookback=lookback)
+    lifetimes = _per_bucket(windowed, per_bucket, "hour_start_ms bigint, lifetime_ms bigint")
+    life = {r["hour_start_ms"]: r["q"] for r in lifetimes.groupBy("hour_start_ms").agg(
+        F.percentile("lifetime_ms", F.lit(params.stale_lifetime_quantile)).alias("q")).collect()}
+    out = {}
+    for h in hours:
+        got = lag.get(h)
+        n = int(got["n"]) if got else 0
+        lag_q = None if not n or got["q"] is None else int(round(got["q"]))
+        out[h] = estimate_lag(hour_start_ms=h, pairs=n, lag_quantile_ms=lag_q,
+                              lag_max_ms=int(got["mx"]) if n else None,
+                              lifetime_ms=None if life.get(h) is None else int(life[h]), params=params)
+    return out
+
+
+def margins(hourly: dict[int, TrackerLag], *, params: AttributionParams) -> Margins:
+    """The per-hour margins and stale bounds event ranges are cut by (an event at t: the hour of t - cap)."""
+    return Margins(by_hour={h: (t.margin_ms, t.lifetime_quantile_ms) for h, t in hourly.items()},
+                   key_offset_ms=params.lag_margin_cap_ms)

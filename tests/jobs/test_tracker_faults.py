@@ -9,7 +9,9 @@ import pandas as pd
 
 from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.silver import attribute, event_ranges, ownership
-from flowlake.jobs.silver.tracker_lag import tracker_lag
+from flowlake.jobs.silver import tracker_lag as tl
+from flowlake.jobs.silver.ownership import evidence_pad_ms
+from flowlake.timeutil import HOUR_MS
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
 M = 5 * MIN  # a learned margin, as a hostile tracker's p99.9 lag would give
@@ -165,19 +167,44 @@ def _sidecar_holdings(n, lag_ms):
 
 def test_lag_estimate_with_too_few_pairs_falls_back_to_the_config_margin(spark):
     flows, events = _sidecar_holdings(2, 90_000)
-    lag = tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    lag = tl.hourly_lag(flows_df(spark, flows), events_df(spark, events), params=P, hours=[T0])[T0]
     assert (lag.pairs, lag.margin_ms, lag.margin_source) == (2, 30_000, "fallback")
 
 
 def test_lag_estimate_learns_the_quantile_within_floor_and_cap(spark):
     flows, events = _sidecar_holdings(4, 90_000)
-    # an assign long before the evidence starts is no pair (its holding began outside the evidence)
+    # an assign with no heartbeat of its holder near it is no pair (its sidecar shows nothing of that start)
     events.append(event(ip="10.0.0.250", workload="anchor", instance_id="i-anchor", event_ms=T0 - 86_400_000))
-    lag = tracker_lag(flows_df(spark, flows), events_df(spark, events), params=P)
+    fl, ev = flows_df(spark, flows), events_df(spark, events)
+    lag = tl.hourly_lag(fl, ev, params=P, hours=[T0])[T0]
     assert (lag.pairs, lag.lag_quantile_ms, lag.margin_ms, lag.margin_source) == (4, 90_000, 90_000, "fleet")
-    capped = tracker_lag(flows_df(spark, flows), events_df(spark, events),
-                                   params=P.model_copy(update={"lag_margin_cap_ms": 60_000}))
+    capped = tl.hourly_lag(fl, ev, params=P.model_copy(update={"lag_margin_cap_ms": 60_000}), hours=[T0])[T0]
     assert capped.margin_ms == 60_000
+
+
+def test_a_lag_pair_counts_only_in_the_hours_whose_lookback_holds_it(spark):
+    # the pairs are known at T0+30..34min: with a 1-hour lookback they count for T0 and T0+1h, not T0+2h
+    # (nor T0-1h, before they were known)
+    flows, events = _sidecar_holdings(4, 90_000)
+    got = tl.hourly_lag(flows_df(spark, flows), events_df(spark, events),
+                        params=P.model_copy(update={"learn_lookback_hours": 1}),
+                        hours=[T0 - HOUR_MS, T0, T0 + HOUR_MS, T0 + 2 * HOUR_MS])
+    assert {h - T0: (t.pairs, t.margin_ms) for h, t in got.items()} == {
+        -HOUR_MS: (0, 30_000), 0: (4, 90_000), HOUR_MS: (4, 90_000), 2 * HOUR_MS: (0, 30_000)}
+
+
+def test_each_event_cuts_by_the_margin_of_the_hour_of_its_earliest_cut():
+    # margins 2 min in hour T0, 4 min in T0+1h; an event at t uses the hour of t - cap (10 min)
+    m = event_ranges.Margins(by_hour={T0: (2 * MIN, None), T0 + HOUR_MS: (4 * MIN, None)}, key_offset_ms=10 * MIN)
+    assert m.at(T0 + 65 * MIN) == (2 * MIN, None) and m.at(T0 + 75 * MIN) == (4 * MIN, None)
+    assert m.at(T0 - 5 * HOUR_MS) == (2 * MIN, None) and m.at(T0 + 5 * HOUR_MS) == (4 * MIN, None)  # clamped
+    out = event_ranges.event_rows(pd.DataFrame([
+        event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+        event(ip="10.0.0.9", workload="lb-b", instance_id="b", event_ms=T0 + 65 * MIN),
+        event(ip="10.0.0.9", workload="lb-c", instance_id="c", event_ms=T0 + 100 * MIN)]),
+        lag_margin_ms=30_000, margins=m)
+    assert [(r["workload"], r["valid_from_ms"], r["valid_to_ms"]) for r in out if r["row_kind"] == "range"] == [
+        ("lb-a", T0, T0 + 63 * MIN), ("lb-b", T0 + 65 * MIN, T0 + 96 * MIN), ("lb-c", T0 + 100 * MIN, None)]
 
 
 # --------------------------------------------------------------------------- guards and notes (Spark)
@@ -256,3 +283,99 @@ def test_port_guard_on_inbound_records_checks_the_ports_the_client_workload_call
     got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="batch", instance_id="i-e", event_ms=T0 - MIN)])
     assert got[("10.0.0.5", "10.0.0.9", 0, T0 + 2002)] == (None, "unattributed", "guard: port")
     assert got[("10.0.0.6", "10.0.0.9", 0, T0 + 3002)] == ("batch", "event", None)
+
+
+# --------------------------------------------------------------------------- window invariance (Spark)
+
+H = HOUR_MS
+PI = P.model_copy(update={"learn_lookback_hours": 2})
+
+
+def _invariance_fleet():
+    """Three hours T0-1h, T0, T0+1h whose sidecar holdings show a tracker growing later (1, 2, 4 min), handovers
+    of event-only addresses cut by those margins (one near an hour boundary), a holding whose lifetime is seen,
+    and a workload whose ports are learned from the hour before the runs (the lookback)."""
+    flows, events = [], []
+    for k, (hour, lag) in enumerate([(T0 - H, MIN), (T0, 2 * MIN), (T0 + H, 4 * MIN)]):
+        for i in range(3):
+            ip, start = f"10.0.1.{10 * k + i}", hour + 10 * MIN + i * MIN
+            flows.append(hb(ip, "worker", f"i-{k}-{i}", start))
+            events.append(event(ip=ip, workload="worker", instance_id=f"i-{k}-{i}", event_ms=start + lag))
+    for ip, old, new, at in [("10.0.0.20", "lb-a", "lb-b", T0 + 50 * MIN),  # cut by hour T0's 2 min
+                             ("10.0.0.21", "lb-c", "lb-d", T0 + H + 40 * MIN),  # by hour T0+1h's 4 min
+                             ("10.0.0.22", "lb-e", "lb-f", T0 + H + 5 * MIN)]:  # at - cap in hour T0: 2 min
+        # the old holder's unassign 30 s before the new holder's assign: doubt [at - margin, unassign)
+        events += [event(ip=ip, workload=old, instance_id=old, event_ms=T0 - 3 * H),
+                   event(ip=ip, action="unassign", workload=None, instance_id=old, event_ms=at - 30_000),
+                   event(ip=ip, workload=new, instance_id=new, event_ms=at)]
+    flows += [client("10.0.0.20", T0 + t * MIN) for t in (47, 49, 51)]
+    flows += [client("10.0.0.21", T0 + H + t * MIN) for t in (35, 37, 45)]
+    flows += [client("10.0.0.22", T0 + H + t * MIN) for t in (2, 4)]
+    # a 30-minute holding (assign and own unassign) before the runs: hour T0's lookback sees it, T0+1h's does not
+    events += [event(ip="10.0.0.30", workload="lb-g", instance_id="g", event_ms=T0 - 90 * MIN),
+               event(ip="10.0.0.30", action="unassign", workload=None, instance_id="g", event_ms=T0 - 60 * MIN)]
+    # api's sidecar serves 8080 an hour before the runs and 9090 in the second hour; 10.0.0.9 is api's per events
+    flows += [server("10.0.0.5", "api", "i-s", T0 - 30 * MIN, port=8080),
+              server("10.0.0.5", "api", "i-s", T0 + H + 30 * MIN, port=9090)]
+    events.append(event(ip="10.0.0.9", workload="api", instance_id="i-e", event_ms=T0 - 3 * H))
+    flows += [client("10.0.0.9", T0 + 20 * MIN, port=8080), client("10.0.0.9", T0 + 30 * MIN, port=9090),
+              client("10.0.0.9", T0 + H + 50 * MIN, port=9090)]
+    return flows, events
+
+
+def _run_span(spark, flows, events, *, from_ms, end_ms):
+    """What the ownership and attribute stages compute for [from_ms, end_ms), reading what they read:
+    (margin and lifetime bound per hour of the span, event ranges and doubts clipped to it, notes)."""
+    reads = tl.learn_reads(from_ms=from_ms, end_ms=end_ms, params=PI)
+    hourly = tl.hourly_lag(
+        flows_df(spark, [f for f in flows if reads.flows[0] - H <= f["interval_start_ms"] < reads.flows[1]]),
+        events_df(spark, [e for e in events if reads.events[0] <= e["event_ms"] < reads.events[1]]),
+        params=PI, hours=reads.hours)
+    margins = tl.margins(hourly, params=PI)
+    pad = evidence_pad_ms(PI)
+    reach = end_ms + pad + max(PI.event_lag_margin_ms, PI.lag_margin_cap_ms)
+    ev = events_df(spark, [e for e in events if e["event_ms"] < reach])
+    evidence = flows_df(spark, [f for f in flows if from_ms - pad <= f["interval_start_ms"] < end_ms + pad])
+    rows = event_ranges.event_rows_df(ev, lag_margin_ms=PI.event_lag_margin_ms, stale_after_ms=None,
+                                      margins=margins).collect()
+    clipped = sorted((r.ip, r.workload, r.row_kind, r.note, max(r.valid_from_ms, from_ms),
+                      min(r.valid_to_ms if r.valid_to_ms is not None else end_ms, end_ms))
+                     for r in rows if r.valid_from_ms < end_ms and (r.valid_to_ms is None or r.valid_to_ms > from_ms))
+    built = ownership.build(evidence, ev, params=PI, margins=margins)
+    span_flows = flows_df(spark, [f for f in flows if from_ms <= f["interval_start_ms"] < end_ms])
+    lookback = [f for f in flows if from_ms - PI.learn_lookback_hours * H <= f["interval_start_ms"] < end_ms]
+    out = attribute.transform(span_flows, built.ranges.localCheckpoint(), params=PI,
+                              doubts=built.doubts.localCheckpoint(), broadcast=True,
+                              profile_flows=flows_df(spark, lookback))
+    notes = {(r.local_ip, r.remote_ip, r.remote_port, r.first_start_ms):
+             (r.remote_workload, r.remote_attribution, r.attribution_note) for r in out.collect()}
+    learned = {h: (t.margin_ms, t.pairs, t.lifetime_quantile_ms) for h, t in hourly.items() if from_ms <= h < end_ms}
+    return learned, clipped, notes
+
+
+def test_hourly_runs_learn_cut_and_attribute_as_one_run_over_both_hours(spark):
+    """Window invariance: one 2-hour span and two 1-hour spans, each reading its lookback, learn the same
+    margin and lifetime bound per hour, cut the same event ranges and doubts, and give the same notes.
+    (A margin learned per run would differ: hour T0's run sees lags of 1-2 min, the 2-hour run up to 4.)"""
+    flows, events = _invariance_fleet()
+    one = _run_span(spark, flows, events, from_ms=T0, end_ms=T0 + 2 * H)
+    first = _run_span(spark, flows, events, from_ms=T0, end_ms=T0 + H)
+    second = _run_span(spark, flows, events, from_ms=T0 + H, end_ms=T0 + 2 * H)
+    # per hour: margin (the p99.9 of the lookback's lags), pairs, lifetime bound
+    assert one[0] == {T0: (2 * MIN, 6, 30 * MIN), T0 + H: (4 * MIN, 9, None)}
+    assert {**first[0], **second[0]} == one[0]
+    cut = lambda rows, lo, hi: sorted((*r[:4], max(r[4], lo), min(r[5], hi)) for r in rows if r[4] < hi and r[5] > lo)
+    assert first[1] == cut(one[1], T0, T0 + H) and second[1] == cut(one[1], T0 + H, T0 + 2 * H)
+    assert {**first[2], **second[2]} == one[2]
+    c = lambda ip, t, port=8080: one[2][("10.0.0.1", ip, port, t)]
+    # cuts by each hour's margin, the one near the boundary by the hour of its earliest cut (T0)
+    assert [c("10.0.0.20", T0 + t * MIN) for t in (47, 49, 51)] == [
+        ("lb-a", "event", None), (None, "unattributed", "lag margin"), ("lb-b", "event", None)]
+    assert [c("10.0.0.21", T0 + H + t * MIN) for t in (35, 37, 45)] == [
+        ("lb-c", "event", None), (None, "unattributed", "lag margin"), ("lb-d", "event", None)]
+    assert [c("10.0.0.22", T0 + H + t * MIN) for t in (2, 4)] == [
+        ("lb-e", "event", None), (None, "unattributed", "lag margin")]
+    # the port guard: hour T0 knows api serving 8080 (from the lookback), hour T0+1h also 9090
+    assert c("10.0.0.9", T0 + 20 * MIN) == ("api", "event", None)
+    assert c("10.0.0.9", T0 + 30 * MIN, 9090) == (None, "unattributed", "guard: port")
+    assert c("10.0.0.9", T0 + H + 50 * MIN, 9090) == ("api", "event", None)
