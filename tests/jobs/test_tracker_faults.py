@@ -338,7 +338,7 @@ def _run_span(spark, flows, events, *, from_ms, end_ms):
     evidence = flows_df(spark, [f for f in flows if from_ms - pad <= f["interval_start_ms"] < end_ms + pad])
     rows = event_ranges.event_rows_df(ev, lag_margin_ms=PI.event_lag_margin_ms, stale_after_ms=None,
                                       margins=margins).collect()
-    clipped = sorted((r.ip, r.workload, r.row_kind, r.note, max(r.valid_from_ms, from_ms),
+    clipped = sorted((r.ip, r.workload or "", r.row_kind, r.note or "", max(r.valid_from_ms, from_ms),
                       min(r.valid_to_ms if r.valid_to_ms is not None else end_ms, end_ms))
                      for r in rows if r.valid_from_ms < end_ms and (r.valid_to_ms is None or r.valid_to_ms > from_ms))
     built = ownership.build(evidence, ev, params=PI, margins=margins)
