@@ -30,6 +30,8 @@ SLOW_FILES = {
     "tests/prod/test_faults.py",       # kill -9, S3 outage, concurrent writer, backfill
     "tests/prod/test_cron.py",         # the cron wrapper's pipeline subprocess
     "tests/jobs/test_pipeline_e2e.py",  # a 24k-record fleet through every stage, several times
+    "tests/gold/test_run_gold.py",     # every insight table through the stage runner (Prophet fits), twice
+    "tests/jobs/test_maintain.py",     # OPTIMIZE, Z-ORDER and VACUUM of every table
 }
 SLOW_TESTS = {
     # the CLI's exit code when a blocking gate fails: a pipeline subprocess
