@@ -123,7 +123,7 @@ def get_spark(
         "spark.sql.shuffle.partitions": str(shuffle_partitions or 8),
         # Delta rebuilds a table's file list (its snapshot) in this many tasks on every read after a
         # commit; its default, 50, is sized for huge logs and cost a run over this lake's small tables
-        # ~2x its time (bench/fixed_cost.py). Maintenance keeps the file counts small.
+        # ~2x its time (bench/rerun_profile.py). Maintenance keeps the file counts small.
         "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or 8),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",

@@ -38,8 +38,8 @@ def setup_logging(*, log_to: str, verbose: bool) -> None:
 
 
 def log_path(*, lake_root: str, run_id: str, log_file: str | None) -> str:
-    """Where a failed run's full trace goes: ``--log-file``, else ``<lake>/_logs/<run_id>.log`` for a
-    local lake, else a file in the temp folder (the error line names it)."""
+    """The run's log file (Spark's warnings, Python's logs, a failure's full trace): ``--log-file``, else
+    ``<lake>/_logs/<run_id>.log`` for a local lake, else a file in the temp folder (the run names it)."""
     if log_file:
         return log_file
     if not is_s3(lake_root):
