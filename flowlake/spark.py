@@ -69,11 +69,17 @@ def get_spark(
     shuffle_partitions: int | None = None,
     extra_conf: dict[str, str] | None = None,
     storage: S3Params | None = None,
+    log_file: str | None = None,
+    console_level: str = "fatal",
 ) -> SparkSession:
     """Return the active SparkSession, or build one with Delta and UTC.
 
     ``storage`` (conf/jobs.yaml ``storage:``) sets the S3 timeouts and retries; the defaults apply
     otherwise. ``FLOWLAKE_SPARK_CONF`` and ``extra_conf`` override single s3a keys.
+
+    ``log_file`` (a new local session only): Spark's warnings and errors go to that file, and to the
+    terminal only at ``console_level`` or above (conf/log4j2.properties); without it the terminal
+    gets Spark's errors.
 
     Under ``spark-submit`` (a session or ``spark.master`` already configured)
     the jars come from ``--jars``/``--packages`` and ``master`` is left alone.
@@ -102,7 +108,12 @@ def get_spark(
         builder = builder.config("spark.ui.enabled", "false")
         builder = builder.config("spark.ui.showConsoleProgress", "false")
         if LOG4J2_CONF.is_file():
-            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2_CONF}")
+            options = f"-Dlog4j2.configurationFile={LOG4J2_CONF}"
+            if log_file:
+                os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+                options += (f" -Dflowlake.log.file={os.path.abspath(log_file)} -Dflowlake.log.level=warn"
+                            f" -Dflowlake.console.level={console_level}")
+            builder = builder.config("spark.driver.extraJavaOptions", options)
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -112,7 +123,7 @@ def get_spark(
         "spark.sql.shuffle.partitions": str(shuffle_partitions or 8),
         # Delta rebuilds a table's file list (its snapshot) in this many tasks on every read after a
         # commit; its default, 50, is sized for huge logs and cost a run over this lake's small tables
-        # ~2x its time (bench/fixed_cost.py). Maintenance keeps the file counts small.
+        # ~2x its time (bench/rerun_profile.py). Maintenance keeps the file counts small.
         "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or 8),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
@@ -124,7 +135,8 @@ def get_spark(
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", "ERROR"))
+    default_level = "WARN" if log_file else "ERROR"  # with a log file, the console filters by its own level
+    spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", default_level))
     return spark
 
 

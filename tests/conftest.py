@@ -30,6 +30,8 @@ SLOW_FILES = {
     "tests/prod/test_faults.py",       # kill -9, S3 outage, concurrent writer, backfill
     "tests/prod/test_cron.py",         # the cron wrapper's pipeline subprocess
     "tests/jobs/test_pipeline_e2e.py",  # a 24k-record fleet through every stage, several times
+    "tests/gold/test_run_gold.py",     # every insight table through the stage runner (Prophet fits), twice
+    "tests/jobs/test_maintain.py",     # OPTIMIZE, Z-ORDER and VACUUM of every table
 }
 SLOW_TESTS = {
     # the CLI's exit code when a blocking gate fails: a pipeline subprocess
@@ -52,9 +54,21 @@ def _group(rel: str) -> str:
     return next((g for prefix, g in GROUP_PREFIXES.items() if rel.startswith(prefix)), rel)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: xdist's scope scheduler with :func:`_group` as the scope (the groups are
+    given by path here, not by xdist_group marks, which pytest 9's node ids no longer carry)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid.split("::", 1)[0])
+
+    return PathGroups(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    groups = {}
     for item in items:
         try:
             rel = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
@@ -64,11 +78,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if rel.startswith(KERNEL_PREFIX):
             item.add_marker(pytest.mark.kernel)
-        groups[item] = _group(rel)
-        item.add_marker(pytest.mark.xdist_group(groups[item]))
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike (a stable sort)
         rank = {g: i for i, g in enumerate(GROUP_ORDER)}
-        items.sort(key=lambda it: rank.get(groups.get(it, ""), len(rank)))
+        items.sort(key=lambda it: rank.get(_group(it.nodeid.split("::", 1)[0]), len(rank)))
 
 
 def _free_port() -> int:

@@ -6,24 +6,14 @@ Also runnable under spark-submit: ``spark-submit jobs/cli.py pipeline run ...``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import tempfile
 
 import click
 
+from flowlake.jobs.run.runlog import cli_spark, log_path, quiet_spark_errors, setup_logging
 from flowlake.jobs.run.stage_names import STAGE_NAMES
-from flowlake.storage import exit_on_storage_failure, is_s3, join
-
-
-def _spark(config):
-    """The CLI's session, Spark's own log (a failed task's Java trace) off unless FLOWLAKE_SPARK_LOG_LEVEL=WARN."""
-    from flowlake.spark import get_spark
-
-    spark = get_spark(app_name="flowlake", shuffle_partitions=config.shuffle_partitions, storage=config.storage)
-    spark.sparkContext.setLogLevel(os.environ.get("FLOWLAKE_SPARK_LOG_LEVEL", "FATAL"))  # one line
-    return spark
+from flowlake.storage import exit_on_storage_failure, join
 
 
 @click.group()
@@ -50,22 +40,6 @@ def _quality(quality_config: str | None, no_quality: bool):
     if no_quality:
         return load_quality_config(quality_config, enabled=False)
     return load_quality_config(quality_config)
-
-
-def log_path(*, lake_root: str, run_id: str, log_file: str | None) -> str:
-    """Where a failed run's full trace goes: ``--log-file``, else ``<lake>/_logs/<run_id>.log`` for a
-    local lake, else a file in the temp folder (the error line names it)."""
-    if log_file:
-        return log_file
-    if not is_s3(lake_root):
-        return os.path.join(os.path.abspath(lake_root), "_logs", f"{run_id}.log")
-    return os.path.join(tempfile.gettempdir(), f"flowlake-{run_id}.log")
-
-
-def quiet_spark_errors() -> None:
-    """PySpark logs every failed DataFrame call's Java trace to stderr; the CLI says it in one line and
-    puts the trace in the log file instead."""
-    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def _guarded(fn, *, roots: tuple[str, ...] = (), log_to: str | None = None):
@@ -99,8 +73,10 @@ _common = [
     click.option("--quality-config", default=None, help="quality YAML (default conf/quality.yaml)."),
     click.option("--no-quality", is_flag=True, help="Skip the data-quality gates."),
     click.option("--log-file", default=None,
-                 help="Where a storage failure's full trace goes (default <lake>/_logs/<run_id>.log for a "
-                      "local lake, a temp file for an S3 lake; the error line names it)."),
+                 help="The run's log: Spark's and Great Expectations' warnings, and a failure's full trace "
+                      "(default <lake>/_logs/<run_id>.log for a local lake, a temp file for an S3 lake; the "
+                      "run's last line names it)."),
+    click.option("-v", "--verbose", is_flag=True, help="Also print Spark's warnings and INFO logs on the terminal."),
 ]
 
 
@@ -117,8 +93,8 @@ def _with_common(fn):
                    "re-check; maintain acts only when due); stages run apart must share --run-id.")
 @click.option("--run-id", default=None, help="Run id (default: a new one); the Airflow DAG passes one per data interval.")
 def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
-                 quality_config: str | None, no_quality: bool, log_file: str | None, stages: str | None,
-                 run_id: str | None) -> None:
+                 quality_config: str | None, no_quality: bool, log_file: str | None, verbose: bool,
+                 stages: str | None, run_id: str | None) -> None:
     """Process every flow whose interval_start_ms lies in [start, end); re-runs are idempotent.
 
     Exit 3: a blocking quality check failed (nothing of that stage published, report under
@@ -128,7 +104,6 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
     from flowlake.jobs.config import load_jobs_config
     from flowlake.jobs.run.pipeline import new_run_id, parse_stages, run
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_jobs_config(config_path)
     start_ms, end_ms = _times(start, end)
     try:
@@ -137,12 +112,14 @@ def pipeline_run(raw_root: str, lake_root: str, start: str, end: str, config_pat
         raise click.BadParameter(str(err), param_hint="--stages") from err
     quality = _quality(quality_config, no_quality)
     run_id = run_id or new_run_id()
-    report = _guarded(lambda: run(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
-                                  end_ms=end_ms, config=config, stages=chosen, run_id=run_id, quality=quality,
-                                  echo=click.echo),
-                      roots=(lake_root, raw_root), log_to=log_path(lake_root=lake_root, run_id=run_id,
-                                                                   log_file=log_file))
+    log_to = log_path(lake_root=lake_root, run_id=run_id, log_file=log_file)
+    setup_logging(log_to=log_to, verbose=verbose)
+    report = _guarded(lambda: run(cli_spark(config, log_to=log_to, verbose=verbose), raw_root=raw_root,
+                                  lake_root=lake_root, start_ms=start_ms, end_ms=end_ms, config=config, stages=chosen,
+                                  run_id=run_id, quality=quality, echo=click.echo),
+                      roots=(lake_root, raw_root), log_to=log_to)
     click.echo(report.summary())
+    click.echo(f"log: {log_to}")
 
 
 def _chunk_ms(text: str) -> int:
@@ -161,22 +138,24 @@ def _chunk_ms(text: str) -> int:
               help="Window length, whole hours or days (6h, 1d); windows are aligned to it from --start. "
                    "The tables do not depend on it (contracts §4): it trades memory for fewer runs.")
 def pipeline_backfill(raw_root: str, lake_root: str, start: str, end: str, config_path: str | None,
-                      quality_config: str | None, no_quality: bool, log_file: str | None, chunk: str) -> None:
+                      quality_config: str | None, no_quality: bool, log_file: str | None, verbose: bool,
+                      chunk: str) -> None:
     """Run the windows of [start, end) in order in one Spark session, skipping those already complete;
     re-run to resume."""
     from flowlake.jobs.run.backfill import BackfillError, backfill
     from flowlake.jobs.config import load_jobs_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_jobs_config(config_path)
     start_ms, end_ms = _times(start, end)
     quality = _quality(quality_config, no_quality)
     log_to = log_path(lake_root=lake_root, run_id=f"backfill-{os.getpid()}", log_file=log_file)
+    setup_logging(log_to=log_to, verbose=verbose)
     try:
-        _guarded(lambda: backfill(_spark(config), raw_root=raw_root, lake_root=lake_root, start_ms=start_ms,
-                                  end_ms=end_ms, step_ms=_chunk_ms(chunk), config=config, quality=quality,
-                                  echo=click.echo),
+        _guarded(lambda: backfill(cli_spark(config, log_to=log_to, verbose=verbose), raw_root=raw_root,
+                                  lake_root=lake_root, start_ms=start_ms, end_ms=end_ms, step_ms=_chunk_ms(chunk),
+                                  config=config, quality=quality, echo=click.echo),
                  roots=(lake_root, raw_root), log_to=log_to)
+        click.echo(f"log: {log_to}")
     except BackfillError as err:
         exit_on_storage_failure(err, roots=(lake_root, raw_root), log_to=log_to)
         click.echo(f"error: {err}", err=True)
@@ -204,14 +183,14 @@ def pipeline_maintain(lake_root: str, config_path: str | None) -> None:
     from flowlake.lake import Lake
 
     config = load_jobs_config(config_path)
+    log_to = log_path(lake_root=lake_root, run_id=f"maintain-{os.getpid()}", log_file=None)
 
     def locked_maintain() -> list[str]:
         with LakeLock(lake_root, owner="maintain"):
-            return maintain(_spark(config), Lake(lake_root), params=config.maintenance)
+            return maintain(cli_spark(config, log_to=log_to), Lake(lake_root), params=config.maintenance)
 
-    # a storage failure (taking the lock included) is one line, exit 5, the trace in a log file
-    for line in _guarded(locked_maintain, roots=(lake_root,),
-                         log_to=log_path(lake_root=lake_root, run_id=f"maintain-{os.getpid()}", log_file=None)):
+    # a storage failure (taking the lock included) is one line, exit 5, the trace in the log file
+    for line in _guarded(locked_maintain, roots=(lake_root,), log_to=log_to):
         click.echo(line)
 
 
@@ -229,7 +208,8 @@ def evaluate(lake_root: str, truth_root: str, out_path: str | None, max_misattri
     from flowlake.jobs.config import load_jobs_config
     from flowlake.storage import spark_path
 
-    spark = _spark(load_jobs_config())
+    spark = cli_spark(load_jobs_config(), log_to=log_path(lake_root=lake_root, run_id=f"evaluate-{os.getpid()}",
+                                                          log_file=None))
     lake = Lake(lake_root)
     truth = spark.read.schema(ev.TRUTH_DDL).parquet(spark_path(join(truth_root, "flows")))
     result = ev.transform(io.read(spark, lake, FLOWS_ATTRIBUTED), truth, io.read(spark, lake, BRONZE_IP_EVENTS),

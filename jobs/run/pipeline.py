@@ -140,6 +140,12 @@ def run(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: int, en
         return _run_locked(ctx, stages)
 
 
+def _spark_jobs(ctx: RunContext) -> int:
+    """Spark jobs started in this session so far (job ids count up): a stage's fixed cost shows as its jobs."""
+    ids = ctx.spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    return max(ids) + 1 if ids else 0
+
+
 def _run_locked(ctx: RunContext, stages: tuple[str, ...]) -> RunReport:
     from flowlake.jobs.run.stages import BY_NAME
 
@@ -151,11 +157,11 @@ def _run_locked(ctx: RunContext, stages: tuple[str, ...]) -> RunReport:
             ctx.results["ingest"] = (flows, events)
             ctx.span = plan_span(ctx, late_ms=[flows.min_time_ms, events.min_time_ms])
         ctx.echo(f"{name}: started")
-        began = time.monotonic()
+        began, jobs_before = time.monotonic(), _spark_jobs(ctx)
         stage.run(ctx)
         ctx.seconds[name] = time.monotonic() - began
         rows = f", {ctx.counts[name]} row(s)" if name in ctx.counts else ""
-        ctx.echo(f"{name}: done in {ctx.seconds[name]:.1f} s{rows}")
+        ctx.echo(f"{name}: done in {ctx.seconds[name]:.1f} s{rows}, {_spark_jobs(ctx) - jobs_before} Spark job(s)")
     if ctx.span is None:
         flows, events = ctx.results["ingest"]
         ctx.span = plan_span(ctx, late_ms=[flows.min_time_ms, events.min_time_ms])

@@ -40,7 +40,8 @@ fi
     echo "$(date -u +%FT%TZ) flowlake cron: backfill $(date -u -d @$start_s +%FT%TZ) .. $(date -u -d @$end_s +%FT%TZ)"
     cd "$REPO"
     "$BIN" pipeline backfill --raw "$FLOWLAKE_RAW_ROOT" --lake "$FLOWLAKE_LAKE_ROOT" \
-        --start "$(date -u -d @$start_s +%FT%TZ)" --end "$(date -u -d @$end_s +%FT%TZ)" --chunk 1h
+        --start "$(date -u -d @$start_s +%FT%TZ)" --end "$(date -u -d @$end_s +%FT%TZ)" --chunk 1h \
+        --log-file "$LOG"
     rc=$?
     echo "$(date -u +%FT%TZ) exit $rc"
     exit $rc

@@ -96,9 +96,10 @@ def upload_tree(client, local: Path, bucket: str, prefix: str) -> None:
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Spark standalone master and two workers on loopback (scripts/spark-cluster.sh)."""
+    """A Spark standalone master and two workers on loopback (scripts/spark-cluster.sh), stopped after
+    the module that uses it (three idle JVMs would otherwise share the cores with every later test)."""
     state = tmp_path_factory.mktemp("cluster")
     port = _free_port()
     script = REPO / "scripts" / "spark-cluster.sh"

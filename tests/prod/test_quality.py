@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.prod.conftest import END_MS, START_MS
@@ -119,3 +121,7 @@ def test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report(d
     assert not (lake / "gold/app_dependencies").exists()
     assert not (lake / "_meta/runs").exists()                    # the window is not complete
     assert not (lake / "_meta/writer.lock").exists()
+    # the terminal holds the run's own lines; Spark's log goes to the run's log file under the lake
+    assert not re.search(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (WARN|ERROR|INFO) ", done.stderr + done.stdout, re.M)
+    log = (lake / "_logs/strict-1.log").read_text()
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} WARN ", log, re.M), log[:2000]
