@@ -63,6 +63,13 @@ TRACKER_LAG = Table("_meta/tracker_lag", HOUR_START, (), (
     "hour_start_ms bigint, pairs bigint, quantile double, lag_quantile_ms bigint, lag_max_ms bigint, "
     "margin_ms bigint, margin_source string, lifetime_quantile double, lifetime_quantile_ms bigint, "
     "run_id string, computed_at_ms bigint"))
+# what the learned quantities need from bronze, kept per UTC hour so a run reads its lookback from
+# these small tables, not from bronze: lag pairs by the hour they are known, ports seen by record hour
+TRACKER_LAG_PAIRS = Table("silver/tracker_lag_pairs", HOUR_START, (), (
+    "hour_start_ms bigint, ip string, workload string, instance_id string, assign_ms bigint, "
+    "first_heartbeat_ms bigint, lag_ms bigint, known_ms bigint"))
+PORTS_SEEN = Table("silver/ports_seen", HOUR_START, (),
+                   "hour_start_ms bigint, workload string, direction string, port int")
 # the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
 IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
     "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "
@@ -90,8 +97,8 @@ CAPACITY_FORECAST_SUMMARY = Table("gold/capacity_forecast_summary")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, RUNS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS,
-    OWNERSHIP_DOUBTS, TRACKER_LAG, IP_EVENT_HOLDINGS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, APP_DEPENDENCIES,
-    TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
+    OWNERSHIP_DOUBTS, TRACKER_LAG, TRACKER_LAG_PAIRS, PORTS_SEEN, IP_EVENT_HOLDINGS, CAPTURE_COMPLETENESS,
+    FLOWS_ATTRIBUTED, APP_DEPENDENCIES, TRAFFIC_HOURLY, TRAFFIC_DAILY, LINK_HOURLY, CROSSZONE_COST, POLICY_BREACHES,
     SEGMENTS, SEGMENT_QUALITY, ALLOW_RULES, PATH_VALIDATION, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY,
 )}
 LOCK_FILE = "_meta/writer.lock"

@@ -25,11 +25,13 @@ from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, ownership
 from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
-from flowlake.jobs.silver.tracker_lag import hourly_lag, learn_reads, lookback_ms, margins
+from flowlake.jobs.silver.tracker_lag import (
+    hourly_lag_from_pairs, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
+)
 from flowlake.timeutil import HOUR_MS
 from flowlake.lake import (
     BRONZE_FLOWS, BRONZE_IP_EVENTS, CAPTURE_COMPLETENESS, FLOWS_ATTRIBUTED, INGESTED_FILES, IP_EVENT_HOLDINGS, IP_OWNERSHIP,
-    OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS, RUNS, TRACKER_LAG,
+    OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS, PORTS_SEEN, RUNS, TRACKER_LAG, TRACKER_LAG_PAIRS,
 )
 
 OWNER_KEY = ["ip", "source"]
@@ -88,9 +90,11 @@ def ownership_stage(ctx: RunContext) -> None:
     Reads only the span: heartbeat evidence within the padded span, the events from the span's start
     (up to what reaches into it through the lag margin), and the tracker holdings open at the span's
     start as earlier runs published them (``silver/ip_event_holdings``), not every event ingested.
-    The lag margin and the stale-range bound are learned per UTC hour from a fixed lookback of bronze
+    The lag margin and the stale-range bound are learned per UTC hour from a fixed lookback
     (``learn_lookback_hours``, :func:`~flowlake.jobs.silver.tracker_lag.learn_reads`), so they do not
-    depend on how time was cut into runs; ``_meta/tracker_lag`` gets the span's hours."""
+    depend on how time was cut into runs: the lag pairs of the span's hours come from bronze and are
+    kept in ``silver/tracker_lag_pairs``, those of the lookback before it are read from there (the
+    holding lifetimes from the lookback's events); ``_meta/tracker_lag`` gets the span's hours."""
     span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
     # events up to what reaches into the span through the largest margin a run may learn
@@ -104,12 +108,18 @@ def ownership_stage(ctx: RunContext) -> None:
     if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
         events = events.where(F.col("event_ms") >= span.from_ms)
         seeded = events.unionByName(holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms))
-    # margins per hour, each from its own lookback window of bronze (records with first_start_ms in
-    # [lo, hi) have interval_start_ms in [lo - 1h, hi): an interval is shorter than an hour)
+    # margins per hour, each from its own lookback window: the lag pairs of the span's hours from bronze
+    # (records with first_start_ms in [lo, hi) have interval_start_ms in [lo - 1h, hi): an interval is
+    # shorter than an hour), those of the lookback before them as earlier runs kept them
+    fresh = pair_reads(hour_from_ms=span.hour_from_ms, hour_to_ms=span.hour_to_ms, params=params)
+    new_pairs = pairs_by_hour(
+        ctx.read_span(BRONZE_FLOWS, (fresh.flows[0] - HOUR_MS, fresh.flows[1])),
+        all_events.where((F.col("event_ms") >= fresh.events[0]) & (F.col("event_ms") < fresh.events[1])),
+        params=params, hour_from_ms=span.hour_from_ms, hour_to_ms=span.hour_to_ms).localCheckpoint()
     reads = learn_reads(from_ms=span.from_ms, end_ms=span.end_ms, params=params)
-    learn_flows = ctx.read_span(BRONZE_FLOWS, (reads.flows[0] - HOUR_MS, reads.flows[1]))
+    kept = ctx.read_span(TRACKER_LAG_PAIRS, (reads.hours[0] - lookback_ms(params), span.hour_from_ms))
     learn_events = all_events.where((F.col("event_ms") >= reads.events[0]) & (F.col("event_ms") < reads.events[1]))
-    hourly = hourly_lag(learn_flows, learn_events, params=params, hours=reads.hours)
+    hourly = hourly_lag_from_pairs(kept.unionByName(new_pairs), learn_events, params=params, hours=reads.hours)
     shown = [hourly[h] for h in reads.hours if h >= span.hour_from_ms]
     ctx.echo("  ownership: tracker lag margin per hour " + ", ".join(
         f"{t.margin_ms} ms ({t.margin_source}, {t.pairs} pair(s))" for t in shown))
@@ -138,6 +148,7 @@ def ownership_stage(ctx: RunContext) -> None:
     meta = [tuple({**t.row(), "run_id": ctx.run_id, "computed_at_ms": computed_at}[c] for c in cols)
             for t in shown if t.hour_start_ms < span.hour_to_ms]
     ctx.publish(ctx.spark.createDataFrame(meta, TRACKER_LAG.ddl), TRACKER_LAG)
+    ctx.publish(new_pairs, TRACKER_LAG_PAIRS)
 
 
 def attribute_stage(ctx: RunContext) -> None:
@@ -149,13 +160,16 @@ def attribute_stage(ctx: RunContext) -> None:
                          & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
     doubts = ctx.read(OWNERSHIP_DOUBTS).where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
                                               & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
-    # the port guard learns each record hour's profile from that hour and the lookback before it
-    lookback = (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_to_ms)
+    # the port guard learns each record hour's profile from that hour and the lookback before it: the
+    # span's hours from bronze, the lookback as earlier runs kept it in silver/ports_seen
+    seen = attribute.ports_seen(ctx.read_span(BRONZE_FLOWS, span.hours)).localCheckpoint()
+    kept = ctx.read_span(PORTS_SEEN, (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_from_ms))
     attributed = attribute.transform(flows, owned, params=ctx.config.attribution, known_ips=stored.select("ip"),
-                                     doubts=doubts, profile_flows=ctx.read_span(BRONZE_FLOWS, lookback)).persist()
+                                     doubts=doubts, seen=kept.unionByName(seen)).persist()
     ctx.gate("attribute", lambda: suites.silver_suite(attributed, flows,
                                                       min_attributed_share=ctx.quality.min_attributed_share))
     ctx.publish(attributed, FLOWS_ATTRIBUTED)
+    ctx.publish(seen, PORTS_SEEN)
     ctx.results["by_attribution"] = {r[0]: r[1] for r in attributed.groupBy("remote_attribution").count().collect()}
     ctx.counts["attribute"] = sum(ctx.results["by_attribution"].values())
     attributed.unpersist()

@@ -111,27 +111,32 @@ def record_hour(col: str = "interval_start_ms"):
     return (F.floor(F.col(col) / HOUR_MS) * HOUR_MS).cast("bigint")
 
 
-def port_profiles(flows: DataFrame, *, lookback_hours: int, hours: DataFrame | None = None) -> DataFrame:
-    """(workload, direction, port, hour) the sidecars' own records show over the lookback of each UTC hour:
-    ports a workload serves (its inbound records' local port, keyed ``outbound`` = the direction of the
-    records the profile checks) and ports it calls (its outbound records' remote port, keyed ``inbound``),
-    within [hour - lookback_hours, hour + 1h) of ``interval_start_ms``. A record of hour H is checked
-    against hour H's profile only, so the result does not depend on how time was cut into runs.
-    ``hours`` (column ``_pp_hour``): the hours to give profiles for (default: every hour the data reach)."""
+def ports_seen(flows: DataFrame) -> DataFrame:
+    """(hour_start_ms, workload, direction, port) the sidecars' own records show per UTC record hour (by
+    ``interval_start_ms``): ports a workload serves (its inbound records' local port, keyed ``outbound`` =
+    the direction of the records the profile checks) and ports it calls (its outbound records' remote
+    port, keyed ``inbound``). Small, and the same whichever run computed an hour: runs keep it per hour
+    in ``silver/ports_seen`` and read their lookback from there."""
     known = flows.where(F.col("local_workload").isNotNull())
-    data_hour = record_hour()
     serves = known.where(F.col("direction") == "inbound").select(
-        "local_workload", F.lit("outbound").alias("_pp_dir"), F.col("local_port").alias("_pp_port"),
-        data_hour.alias("_pp_data_hour"))
+        record_hour().alias("hour_start_ms"), F.col("local_workload").alias("workload"),
+        F.lit("outbound").alias("direction"), F.col("local_port").alias("port"))
     calls = known.where(F.col("direction") == "outbound").select(
-        "local_workload", F.lit("inbound").alias("_pp_dir"), F.col("remote_port").alias("_pp_port"),
-        data_hour.alias("_pp_data_hour"))
-    seen = serves.unionByName(calls).distinct()
+        record_hour().alias("hour_start_ms"), F.col("local_workload").alias("workload"),
+        F.lit("inbound").alias("direction"), F.col("remote_port").alias("port"))
+    return serves.unionByName(calls).distinct()
+
+
+def port_profiles(seen: DataFrame, *, lookback_hours: int, hours: DataFrame | None = None) -> DataFrame:
+    """(_pp_workload, _pp_dir, _pp_port, _pp_hour): what :func:`ports_seen` shows over the lookback of each
+    UTC hour, [hour - lookback_hours, hour + 1h). A record of hour H is checked against hour H's profile
+    only, so the result does not depend on how time was cut into runs.
+    ``hours`` (column ``_pp_hour``): the hours to give profiles for (default: every hour the data reach)."""
     # each hour's data counts for the hours whose lookback holds it: itself and the lookback_hours after
-    reach = F.sequence(F.col("_pp_data_hour"), F.col("_pp_data_hour") + F.lit(lookback_hours * HOUR_MS),
+    reach = F.sequence(F.col("hour_start_ms"), F.col("hour_start_ms") + F.lit(lookback_hours * HOUR_MS),
                        F.lit(HOUR_MS).cast("bigint"))
-    out = seen.select(F.col("local_workload").alias("_pp_workload"), "_pp_dir", "_pp_port",
-                      F.explode(reach).alias("_pp_hour"))
+    out = seen.select(F.col("workload").alias("_pp_workload"), F.col("direction").alias("_pp_dir"),
+                      F.col("port").alias("_pp_port"), F.explode(reach).alias("_pp_hour"))
     if hours is not None:
         out = out.join(F.broadcast(hours), "_pp_hour", "left_semi")
     return out.distinct()
@@ -149,7 +154,7 @@ def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, br
 
 def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionParams,
               known_ips: DataFrame | None = None, doubts: DataFrame | None = None, broadcast: bool | None = None,
-              bucket_ms: int = HOUR_MS, profile_flows: DataFrame | None = None) -> DataFrame:
+              bucket_ms: int = HOUR_MS, seen: DataFrame | None = None) -> DataFrame:
     """Attributed flows: every input column plus local_workload_resolved, remote_workload,
     remote_attribution, remote_availability_zone, remote_kind and attribution_note.
 
@@ -157,7 +162,7 @@ def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionPara
     an owner have none. ``broadcast=None`` broadcasts the change points when
     there are at most ``params.broadcast_max_rows`` of them (one count of that
     small table), and otherwise joins on (ip, ``bucket_ms`` time bucket).
-    ``profile_flows`` (default ``flows``) are the records the port guard learns from: give the
+    ``seen`` (:func:`ports_seen`; default: of ``flows``) is what the port guard learns from: give the
     ``learn_lookback_hours`` before the flows' first hour too (:func:`port_profiles`)."""
     points = lookup_points(ownership, flows.select("remote_ip"), params=params, known_ips=known_ips, doubts=doubts)
     if broadcast is None:
@@ -167,7 +172,7 @@ def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionPara
     # port guard: which ports each workload serves and calls, from the sidecars' own records. An
     # outbound record's remote serves its remote_port; an inbound record's remote calls its local_port.
     hour = record_hour()
-    profiles = port_profiles(flows if profile_flows is None else profile_flows,
+    profiles = port_profiles(ports_seen(flows) if seen is None else seen,
                              lookback_hours=params.learn_lookback_hours,
                              hours=flows.select(hour.alias("_pp_hour")).distinct())
     profiled = profiles.select(F.col("_pp_workload").alias("_pw_workload"), F.col("_pp_dir").alias("_pw_dir"),

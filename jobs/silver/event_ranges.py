@@ -68,7 +68,7 @@ class Margins:
         return hours[hour]
 
 
-def _text(value: object) -> str | None:
+def text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -134,7 +134,7 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                         "row_kind": KIND_DOUBT, "note": note})
 
     for ev in order.itertuples(index=False):
-        inst, workload, at = _text(ev.instance_id), _text(ev.workload), int(ev.event_ms)
+        inst, workload, at = text_or_none(ev.instance_id), text_or_none(ev.workload), int(ev.event_ms)
         if margins is not None:
             m, stale_after_ms = margins.at(at)
         if ev.action == ACTION_ASSIGN:
@@ -168,8 +168,8 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                 else:
                     start = max(u, at - m)  # the assign lags the change by at most m; the address was free
             current = {
-                "ip": ev.ip, "workload": workload, "instance_id": inst, "kind": _text(ev.kind),
-                "region": _text(ev.region), "availability_zone": _text(ev.availability_zone),
+                "ip": ev.ip, "workload": workload, "instance_id": inst, "kind": text_or_none(ev.kind),
+                "region": text_or_none(ev.region), "availability_zone": text_or_none(ev.availability_zone),
                 "valid_from_ms": int(start),
             }
             seen.add(inst)
@@ -197,26 +197,12 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
     return out
 
 
-def holding_lifetimes(events: pd.DataFrame) -> list[int]:
-    """Lifetimes (own unassign - assign, ms) of one ip's holdings that the events open and close."""
-    order = events.sort_values(["event_ms", "published_ms"], kind="mergesort")
-    opened: dict[str | None, int] = {}
-    out = []
-    for ev in order.itertuples(index=False):
-        inst = _text(ev.instance_id)
-        if ev.action == ACTION_ASSIGN and inst not in opened:
-            opened[inst] = int(ev.event_ms)
-        elif ev.action == ACTION_UNASSIGN and inst in opened:
-            out.append(int(ev.event_ms) - opened.pop(inst))
-    return out
-
-
 def dedup_events(events: DataFrame) -> DataFrame:
     """Identical rows and re-sends (same change, later publication) count once."""
     return events.dropDuplicates(["ip", "action", "event_ms", "workload", "instance_id"])
 
 
-def _per_bucket(events: DataFrame, fn, schema: str) -> DataFrame:
+def per_ip_bucket(events: DataFrame, fn, schema: str) -> DataFrame:
     # Many IPs per Python call (an IP's events always land in one bucket): the per-call
     # overhead of grouped pandas UDFs would otherwise dominate.
     bucket = F.pmod(F.xxhash64("ip"), F.lit(EVENT_BUCKETS))
@@ -232,7 +218,7 @@ def event_rows_df(events: DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                 for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms, margins=margins)]
         return _range_frame(rows, EVENT_ROWS_DDL)
 
-    return _per_bucket(dedup_events(events), per_bucket, EVENT_ROWS_DDL)
+    return per_ip_bucket(dedup_events(events), per_bucket, EVENT_ROWS_DDL)
 
 
 def event_ranges(events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None) -> DataFrame:

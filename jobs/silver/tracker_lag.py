@@ -24,9 +24,9 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowlake.contracts import ACTION_ASSIGN
+from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 from flowlake.jobs.config import AttributionParams
-from flowlake.jobs.silver.event_ranges import Margins, _per_bucket, dedup_events, holding_lifetimes
+from flowlake.jobs.silver.event_ranges import Margins, text_or_none, dedup_events, per_ip_bucket
 from flowlake.timeutil import HOUR_MS, floor_to
 
 MARGIN_FLEET = "fleet"
@@ -87,6 +87,20 @@ def lag_pairs(flows: DataFrame, events: DataFrame, *, params: AttributionParams)
                         (F.col("assign_ms") + cap).alias("known_ms"))
 
 
+def holding_lifetimes(events: pd.DataFrame) -> list[int]:
+    """Lifetimes (own unassign - assign, ms) of one ip's holdings that the events open and close."""
+    order = events.sort_values(["event_ms", "published_ms"], kind="mergesort")
+    opened: dict[str | None, int] = {}
+    out = []
+    for ev in order.itertuples(index=False):
+        inst = text_or_none(ev.instance_id)
+        if ev.action == ACTION_ASSIGN and inst not in opened:
+            opened[inst] = int(ev.event_ms)
+        elif ev.action == ACTION_UNASSIGN and inst in opened:
+            out.append(int(ev.event_ms) - opened.pop(inst))
+    return out
+
+
 @dataclass(frozen=True)
 class TrackerLag:
     """How late the tracker is over one hour's lookback, and the margin that hour's cuts use."""
@@ -125,17 +139,48 @@ def _in_windows(df: DataFrame, hours: DataFrame, *, at: str, lookback: int) -> D
     return df.crossJoin(F.broadcast(hours)).where((F.col(at) >= h - lookback) & (F.col(at) < h + HOUR_MS))
 
 
+def pair_reads(*, hour_from_ms: int, hour_to_ms: int, params: AttributionParams) -> LearnReads:
+    """What computing the lag pairs known within [hour_from_ms, hour_to_ms) reads: their assigns (event_ms
+    in [from - cap, to - cap)) and the heartbeats near them (first_start_ms in [from - 2 cap - gap, to))."""
+    cap, gap = params.lag_margin_cap_ms, params.heartbeat_max_gap_ms
+    hours = list(range(hour_from_ms, hour_to_ms, HOUR_MS))
+    return LearnReads(hours=hours, flows=(hour_from_ms - 2 * cap - gap, hour_to_ms),
+                      events=(hour_from_ms - cap, hour_to_ms - cap))
+
+
+def pairs_by_hour(flows: DataFrame, events: DataFrame, *, params: AttributionParams, hour_from_ms: int,
+                  hour_to_ms: int) -> DataFrame:
+    """The lag pairs (TRACKER_LAG_PAIRS' DDL) known within [hour_from_ms, hour_to_ms), keyed by that hour.
+
+    ``flows`` and ``events`` must hold what :func:`pair_reads` names. Each pair depends only on the data
+    around its own assign, so the pairs of an hour are the same whichever run computed them: a run keeps
+    its span's hours in ``silver/tracker_lag_pairs`` and later runs read their lookback from there."""
+    pairs = lag_pairs(flows, events, params=params)
+    known = F.col("known_ms")
+    return pairs.where((known >= hour_from_ms) & (known < hour_to_ms)).select(
+        (F.floor(known / HOUR_MS) * HOUR_MS).cast("bigint").alias("hour_start_ms"), "ip", "workload", "instance_id",
+        "assign_ms", "first_heartbeat_ms", "lag_ms", "known_ms")
+
+
 def hourly_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams,
                hours: list[int]) -> dict[int, TrackerLag]:
     """The tracker's lag and the margin per hour of ``hours``, each from its window's data only.
 
     ``flows`` (bronze rows) and ``events`` must hold what :func:`learn_reads` names for those hours
     (more is harmless: each hour filters its window)."""
-    spark = flows.sparkSession
+    return hourly_lag_from_pairs(lag_pairs(flows, events, params=params), events, params=params, hours=hours)
+
+
+def hourly_lag_from_pairs(pairs: DataFrame, events: DataFrame, *, params: AttributionParams,
+                          hours: list[int]) -> dict[int, TrackerLag]:
+    """:func:`hourly_lag` from lag pairs already computed (e.g. kept per hour in silver/tracker_lag_pairs):
+    ``pairs`` must hold every pair known within the hours' windows, ``events`` what :func:`learn_reads`
+    names (for the holding lifetimes)."""
+    spark = events.sparkSession
     lookback, q = lookback_ms(params), params.lag_quantile
     hour_df = spark.createDataFrame([(h,) for h in hours], HOUR_DDL)
     # a pair counts in hour H when it is known (a + cap) within [H - L, H + 1h): its data lie before that
-    pairs = _in_windows(lag_pairs(flows, events, params=params), hour_df, at="known_ms", lookback=lookback)
+    pairs = _in_windows(pairs.drop("hour_start_ms"), hour_df, at="known_ms", lookback=lookback)
     lag = {r["hour_start_ms"]: r for r in pairs.groupBy("hour_start_ms").agg(
         F.count(F.lit(1)).alias("n"), F.expr(f"percentile(lag_ms, {q})").alias("q"),
         F.max("lag_ms").alias("mx")).collect()}
@@ -145,7 +190,7 @@ def hourly_lag(flows: DataFrame, events: DataFrame, *, params: AttributionParams
         return pd.DataFrame(got, columns=["hour_start_ms", "lifetime_ms"], dtype="int64")
 
     windowed = _in_windows(dedup_events(events), hour_df, at="event_ms", lookback=lookback)
-    lifetimes = _per_bucket(windowed, per_bucket, "hour_start_ms bigint, lifetime_ms bigint")
+    lifetimes = per_ip_bucket(windowed, per_bucket, "hour_start_ms bigint, lifetime_ms bigint")
     life = {r["hour_start_ms"]: r["q"] for r in lifetimes.groupBy("hour_start_ms").agg(
         F.percentile("lifetime_ms", F.lit(params.stale_lifetime_quantile)).alias("q")).collect()}
     out = {}

@@ -26,6 +26,7 @@ START = "2025-06-02T00:00:00Z"
 H = 3_600_000
 T = parse_utc(START)
 TABLES = ["bronze/flows", "bronze/ip_events", "silver/ip_ownership", "silver/ip_ownership_conflicts", "silver/ip_event_holdings",
+          "silver/ip_ownership_doubts", "silver/tracker_lag_pairs", "silver/ports_seen",
           "silver/flows_attributed", "gold/app_dependencies"]
 
 

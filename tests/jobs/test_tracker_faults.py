@@ -11,6 +11,7 @@ from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.silver import attribute, event_ranges, ownership
 from flowlake.jobs.silver import tracker_lag as tl
 from flowlake.jobs.silver.ownership import evidence_pad_ms
+from flowlake.lake import PORTS_SEEN, TRACKER_LAG_PAIRS
 from flowlake.timeutil import HOUR_MS
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
@@ -95,7 +96,7 @@ def test_holding_lifetimes_pair_each_assign_with_its_own_unassign():
     evs = pd.DataFrame([event(workload="lb-a", instance_id="a", event_ms=T0),
                         event(action="unassign", workload=None, instance_id="a", event_ms=T0 + 7 * MIN),
                         event(workload="lb-b", instance_id="b", event_ms=T0 + 8 * MIN)])
-    assert event_ranges.holding_lifetimes(evs) == [7 * MIN]
+    assert tl.holding_lifetimes(evs) == [7 * MIN]
 
 
 # --------------------------------------------------------------------------- across a run boundary
@@ -323,13 +324,42 @@ def _invariance_fleet():
     return flows, events
 
 
-def _run_span(spark, flows, events, *, from_ms, end_ms):
-    """What the ownership and attribute stages compute for [from_ms, end_ms), reading what they read:
+def _kept(spark, flows, events, *, hour_from, hour_to):
+    """What a run over the hours [hour_from, hour_to) keeps for later runs (silver/tracker_lag_pairs,
+    silver/ports_seen), from the bronze it reads."""
+    r = tl.pair_reads(hour_from_ms=hour_from, hour_to_ms=hour_to, params=PI)
+    pairs = tl.pairs_by_hour(
+        flows_df(spark, [f for f in flows if r.flows[0] - H <= f["interval_start_ms"] < r.flows[1]]),
+        events_df(spark, [e for e in events if r.events[0] <= e["event_ms"] < r.events[1]]),
+        params=PI, hour_from_ms=hour_from, hour_to_ms=hour_to)
+    seen = attribute.ports_seen(flows_df(spark, [f for f in flows if hour_from <= f["interval_start_ms"] < hour_to]))
+    return {TRACKER_LAG_PAIRS: pairs.collect(), PORTS_SEEN: seen.collect()}
+
+
+def _store_before(spark, flows, events):
+    """The kept tables as the runs before T0 left them (hourly, then one run: the same rows)."""
+    hourly = {t: [] for t in (TRACKER_LAG_PAIRS, PORTS_SEEN)}
+    for h in range(T0 - 4 * H, T0, H):
+        for t, rows in _kept(spark, flows, events, hour_from=h, hour_to=h + H).items():
+            hourly[t] += rows
+    once = _kept(spark, flows, events, hour_from=T0 - 4 * H, hour_to=T0)
+    assert {t: sorted(r) for t, r in hourly.items()} == {t: sorted(r) for t, r in once.items()}
+    return once
+
+
+def _run_span(spark, flows, events, store, *, from_ms, end_ms):
+    """What the ownership and attribute stages compute for [from_ms, end_ms), reading what they read
+    (bronze of the span, the kept per-hour tables of the lookback before it, updated in ``store``):
     (margin and lifetime bound per hour of the span, event ranges and doubts clipped to it, notes)."""
     reads = tl.learn_reads(from_ms=from_ms, end_ms=end_ms, params=PI)
-    hourly = tl.hourly_lag(
-        flows_df(spark, [f for f in flows if reads.flows[0] - H <= f["interval_start_ms"] < reads.flows[1]]),
-        events_df(spark, [e for e in events if reads.events[0] <= e["event_ms"] < reads.events[1]]),
+    fresh = _kept(spark, flows, events, hour_from=from_ms, hour_to=end_ms)
+    kept = {t: [r for r in rows if from_ms - PI.learn_lookback_hours * H - H <= r.hour_start_ms < from_ms]
+            for t, rows in store.items()}
+    for t, rows in fresh.items():
+        store[t] = [r for r in store[t] if not from_ms <= r.hour_start_ms < end_ms] + rows
+    both = {t: spark.createDataFrame(kept[t] + fresh[t], t.ddl) for t in fresh}
+    hourly = tl.hourly_lag_from_pairs(
+        both[TRACKER_LAG_PAIRS], events_df(spark, [e for e in events if reads.events[0] <= e["event_ms"] < reads.events[1]]),
         params=PI, hours=reads.hours)
     margins = tl.margins(hourly, params=PI)
     pad = evidence_pad_ms(PI)
@@ -343,10 +373,8 @@ def _run_span(spark, flows, events, *, from_ms, end_ms):
                      for r in rows if r.valid_from_ms < end_ms and (r.valid_to_ms is None or r.valid_to_ms > from_ms))
     built = ownership.build(evidence, ev, params=PI, margins=margins)
     span_flows = flows_df(spark, [f for f in flows if from_ms <= f["interval_start_ms"] < end_ms])
-    lookback = [f for f in flows if from_ms - PI.learn_lookback_hours * H <= f["interval_start_ms"] < end_ms]
     out = attribute.transform(span_flows, built.ranges.localCheckpoint(), params=PI,
-                              doubts=built.doubts.localCheckpoint(), broadcast=True,
-                              profile_flows=flows_df(spark, lookback))
+                              doubts=built.doubts.localCheckpoint(), broadcast=True, seen=both[PORTS_SEEN])
     notes = {(r.local_ip, r.remote_ip, r.remote_port, r.first_start_ms):
              (r.remote_workload, r.remote_attribution, r.attribution_note) for r in out.collect()}
     learned = {h: (t.margin_ms, t.pairs, t.lifetime_quantile_ms) for h, t in hourly.items() if from_ms <= h < end_ms}
@@ -358,9 +386,11 @@ def test_hourly_runs_learn_cut_and_attribute_as_one_run_over_both_hours(spark):
     margin and lifetime bound per hour, cut the same event ranges and doubts, and give the same notes.
     (A margin learned per run would differ: hour T0's run sees lags of 1-2 min, the 2-hour run up to 4.)"""
     flows, events = _invariance_fleet()
-    one = _run_span(spark, flows, events, from_ms=T0, end_ms=T0 + 2 * H)
-    first = _run_span(spark, flows, events, from_ms=T0, end_ms=T0 + H)
-    second = _run_span(spark, flows, events, from_ms=T0 + H, end_ms=T0 + 2 * H)
+    before = _store_before(spark, flows, events)
+    one = _run_span(spark, flows, events, {t: list(r) for t, r in before.items()}, from_ms=T0, end_ms=T0 + 2 * H)
+    hourly = {t: list(r) for t, r in before.items()}
+    first = _run_span(spark, flows, events, hourly, from_ms=T0, end_ms=T0 + H)
+    second = _run_span(spark, flows, events, hourly, from_ms=T0 + H, end_ms=T0 + 2 * H)
     # per hour: margin (the p99.9 of the lookback's lags), pairs, lifetime bound
     assert one[0] == {T0: (2 * MIN, 6, 30 * MIN), T0 + H: (4 * MIN, 9, None)}
     assert {**first[0], **second[0]} == one[0]
