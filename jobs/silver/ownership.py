@@ -19,9 +19,10 @@ sidecar shows when they really began: :mod:`flowlake.jobs.silver.tracker_lag`) i
 range only where another workload could have taken the address (see
 :mod:`flowlake.jobs.silver.event_ranges`). An event range is never trusted
 where a heartbeat shows another workload on the address: it is cut there.
-A holder whose own sidecar reports on the address needs no event range: every
-flow it took part in is in its heartbeats, so its event range beyond them is
-doubt (``guard: silent sidecar``).
+A holder whose own sidecar reports on the address has every flow it took part
+in in its heartbeats: its event range after its last heartbeat there is doubt
+(``guard: silent sidecar``); holes between its heartbeat runs (late or lost
+files) keep the event range.
 
 Doubt. Where a range was removed for doubt (heartbeat conflict, lag margin,
 guards), the reason is kept as a doubt range, so that attribution can say why
@@ -210,11 +211,18 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
     holder = ["ip", "workload", "instance_id"]
-    sidecar = runs.select(*holder).distinct()
-    ranges = rows.where(F.col("row_kind") == KIND_RANGE)
-    silent = ranges.join(sidecar, holder, "left_semi").select(
-        "ip", "valid_from_ms", "valid_to_ms", F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
-    ev = cut_events_by_heartbeats(ranges.join(sidecar, holder, "left_anti").drop("row_kind", "note"), runs).select(
+    # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there
+    # (holes between its heartbeat runs are late or lost files, not a gone holder); after it, silence
+    last = F.col("_hb_last")
+    marked = rows.where(F.col("row_kind") == KIND_RANGE).join(
+        runs.groupBy(*holder).agg(F.max("valid_to_ms").alias("_hb_last")), holder, "left")
+    to = F.coalesce("valid_to_ms", F.lit(OPEN_END))
+    silent = marked.where(last.isNotNull() & (to > last)).select(
+        "ip", F.greatest("valid_from_ms", last).alias("valid_from_ms"), "valid_to_ms",
+        F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
+    kept = marked.where(last.isNull() | (last > F.col("valid_from_ms"))).withColumn(
+        "valid_to_ms", F.when(last.isNull() | (to <= last), F.col("valid_to_ms")).otherwise(last))
+    ev = cut_events_by_heartbeats(kept.drop("row_kind", "note", "_hb_last"), runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
         "instance_id", "kind", "region", "availability_zone",
     )

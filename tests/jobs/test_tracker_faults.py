@@ -257,6 +257,19 @@ def test_both_lost_behind_a_sidecar_holder_its_silence_unattributes_the_new_hold
     assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 20 * MIN)] == (None, "unattributed", "guard: silent sidecar")
 
 
+def test_a_hole_in_a_sidecar_holders_heartbeats_keeps_its_event_range(spark):
+    # api's sidecar file covering T0+10..40min is late (or lost): its heartbeats have a 35-minute hole, then
+    # resume. A peer's record in the hole is api's by the tracker; silence is doubt only after the last one.
+    flows = [server("10.0.0.9", "api", "i-a", T0 + 5 * MIN), client("10.0.0.9", T0 + 5 * MIN),
+             client("10.0.0.9", T0 + 25 * MIN),
+             server("10.0.0.9", "api", "i-a", T0 + 40 * MIN), client("10.0.0.9", T0 + 40 * MIN),
+             client("10.0.0.9", T0 + 50 * MIN)]
+    got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="api", instance_id="i-a", event_ms=T0 - MIN)])
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 25 * MIN)] == ("api", "event", None)
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 40 * MIN)] == ("api", "heartbeat", None)
+    assert got[("10.0.0.1", "10.0.0.9", 8080, T0 + 50 * MIN)] == (None, "unattributed", "guard: silent sidecar")
+
+
 def test_notes_say_why_lag_margin_conflict_and_no_evidence(spark):
     flows = [
         client("10.0.0.9", T0 + 17 * MIN),  # inside the margin before lb-b's assign
