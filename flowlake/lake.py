@@ -68,8 +68,9 @@ TRACKER_LAG = Table("_meta/tracker_lag", HOUR_START, (), (
 TRACKER_LAG_PAIRS = Table("silver/tracker_lag_pairs", HOUR_START, (), (
     "hour_start_ms bigint, ip string, workload string, instance_id string, assign_ms bigint, "
     "first_heartbeat_ms bigint, lag_ms bigint, known_ms bigint"))
+# (peer: the workload on the other side where a heartbeat range names it, else null)
 PORTS_SEEN = Table("silver/ports_seen", HOUR_START, (),
-                   "hour_start_ms bigint, workload string, direction string, port int")
+                   "hour_start_ms bigint, workload string, direction string, port int, peer string")
 # the tracker's holdings before heartbeats cut them: the state a run starts its event ranges from
 IP_EVENT_HOLDINGS = Table("silver/ip_event_holdings", VALID_FROM, (), (
     "ip string, workload string, instance_id string, kind string, region string, availability_zone string, "

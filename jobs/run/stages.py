@@ -22,7 +22,8 @@ from flowlake.jobs.run.gold_stage import gold_stage
 from flowlake.jobs.run.maintain import maintain_stage
 from flowlake.jobs.run.stage_names import STAGE_NAMES
 from flowlake.contracts import IP_EVENT_SCHEMA
-from flowlake.jobs.silver import attribute, ownership
+from flowlake.jobs.silver import attribute, guards, ownership
+from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
 from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.jobs.silver.tracker_lag import (
@@ -160,9 +161,13 @@ def attribute_stage(ctx: RunContext) -> None:
                          & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
     doubts = ctx.read(OWNERSHIP_DOUBTS).where((F.col("valid_from_ms") < span.end_ms + span.pad_ms)
                                               & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms))
-    # the port guard learns each record hour's profile from that hour and the lookback before it: the
-    # span's hours from bronze, the lookback as earlier runs kept it in silver/ports_seen
-    seen = attribute.ports_seen(ctx.read_span(BRONZE_FLOWS, span.hours)).localCheckpoint()
+    # the guards learn each record hour's profile from that hour and the lookback before it: the span's
+    # hours from bronze (peers named by the published heartbeat ranges), the lookback as earlier runs kept
+    # it in silver/ports_seen
+    hours_from, hours_to = span.hours
+    heartbeats = stored.where((F.col("source") == SOURCE_HEARTBEAT) & (F.col("valid_from_ms") < hours_to)
+                              & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > hours_from - guards.PEER_REACH_MS))
+    seen = guards.ports_seen(ctx.read_span(BRONZE_FLOWS, span.hours), heartbeats).localCheckpoint()
     kept = ctx.read_span(PORTS_SEEN, (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_from_ms))
     attributed = attribute.transform(flows, owned, params=ctx.config.attribution, known_ips=stored.select("ip"),
                                      doubts=doubts, seen=kept.unionByName(seen)).persist()

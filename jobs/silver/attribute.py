@@ -9,13 +9,9 @@ had owners at other times but none then, are all unattributed.
 
 ``attribution_note`` says why a record is unattributed: ``no evidence``,
 ``conflict``, ``lag margin``, ``guard: silent sidecar``, ``guard: stale range``
-(the doubt ranges of :mod:`flowlake.jobs.silver.ownership`), or ``guard: port``:
-an event-attributed outbound record to a server port the attributed workload
-never served, while its sidecars show it serving other ports (or an inbound
-record on a local port the attributed client never called, while its sidecars
-show it calling other ports), both over the ``learn_lookback_hours`` before the
-record's UTC hour and that hour (the same whatever the run's span). A guard only
-ever turns an attribution into ``unattributed``, never into another owner.
+(the doubt ranges of :mod:`flowlake.jobs.silver.ownership`), or the per-record
+guards ``guard: port`` and ``guard: peer`` (:mod:`flowlake.jobs.silver.guards`).
+A guard only ever turns an attribution into ``unattributed``, never into another owner.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.jobs.silver.asof import asof_join
+from flowlake.jobs.silver.guards import guard_notes, port_profiles, ports_seen, record_hour
 from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.silver.ips import cidr_class_col
 from flowlake.jobs.silver.ownership import SOURCE_EVENT, SOURCE_HEARTBEAT
@@ -39,7 +36,6 @@ SOURCE_PRIORITY = {SOURCE_HEARTBEAT: 0, SOURCE_EVENT: 1, SOURCE_DOUBT: 2}
 LOOKUP_DDL = ("ip string, ts_ms bigint, workload string, source string, kind string, availability_zone string, "
               "note string, rank int")
 NOTE_NO_EVIDENCE = "no evidence"
-NOTE_PORT = "guard: port"
 _OWNER_COLS = ["workload", "source", "kind", "availability_zone", "note"]
 
 
@@ -106,42 +102,6 @@ def lookup_points(ownership: DataFrame, remote_ips: DataFrame, *, params: Attrib
     return starts.unionByName(ends).unionByName(before_all).unionByName(by_cidr)
 
 
-def record_hour(col: str = "interval_start_ms"):
-    """The UTC hour (epoch ms of its start) of a record, by ``interval_start_ms``."""
-    return (F.floor(F.col(col) / HOUR_MS) * HOUR_MS).cast("bigint")
-
-
-def ports_seen(flows: DataFrame) -> DataFrame:
-    """(hour_start_ms, workload, direction, port) the sidecars' own records show per UTC record hour (by
-    ``interval_start_ms``): ports a workload serves (its inbound records' local port, keyed ``outbound`` =
-    the direction of the records the profile checks) and ports it calls (its outbound records' remote
-    port, keyed ``inbound``). Small, and the same whichever run computed an hour: runs keep it per hour
-    in ``silver/ports_seen`` and read their lookback from there."""
-    known = flows.where(F.col("local_workload").isNotNull())
-    serves = known.where(F.col("direction") == "inbound").select(
-        record_hour().alias("hour_start_ms"), F.col("local_workload").alias("workload"),
-        F.lit("outbound").alias("direction"), F.col("local_port").alias("port"))
-    calls = known.where(F.col("direction") == "outbound").select(
-        record_hour().alias("hour_start_ms"), F.col("local_workload").alias("workload"),
-        F.lit("inbound").alias("direction"), F.col("remote_port").alias("port"))
-    return serves.unionByName(calls).distinct()
-
-
-def port_profiles(seen: DataFrame, *, lookback_hours: int, hours: DataFrame | None = None) -> DataFrame:
-    """(_pp_workload, _pp_dir, _pp_port, _pp_hour): what :func:`ports_seen` shows over the lookback of each
-    UTC hour, [hour - lookback_hours, hour + 1h). A record of hour H is checked against hour H's profile
-    only, so the result does not depend on how time was cut into runs.
-    ``hours`` (column ``_pp_hour``): the hours to give profiles for (default: every hour the data reach)."""
-    # each hour's data counts for the hours whose lookback holds it: itself and the lookback_hours after
-    reach = F.sequence(F.col("hour_start_ms"), F.col("hour_start_ms") + F.lit(lookback_hours * HOUR_MS),
-                       F.lit(HOUR_MS).cast("bigint"))
-    out = seen.select(F.col("workload").alias("_pp_workload"), F.col("direction").alias("_pp_dir"),
-                      F.col("port").alias("_pp_port"), F.explode(reach).alias("_pp_hour"))
-    if hours is not None:
-        out = out.join(F.broadcast(hours), "_pp_hour", "left_semi")
-    return out.distinct()
-
-
 def _lookup(flows: DataFrame, points: DataFrame, *, ip_col: str, prefix: str, broadcast: bool,
             bucket_ms: int) -> DataFrame:
     return asof_join(
@@ -162,34 +122,27 @@ def transform(flows: DataFrame, ownership: DataFrame, *, params: AttributionPara
     an owner have none. ``broadcast=None`` broadcasts the change points when
     there are at most ``params.broadcast_max_rows`` of them (one count of that
     small table), and otherwise joins on (ip, ``bucket_ms`` time bucket).
-    ``seen`` (:func:`ports_seen`; default: of ``flows``) is what the port guard learns from: give the
-    ``learn_lookback_hours`` before the flows' first hour too (:func:`port_profiles`)."""
+    ``seen`` (:func:`~flowlake.jobs.silver.guards.ports_seen`; default: of ``flows``, peers named by the
+    heartbeat ranges of ``ownership``) is what the guards learn from: give the ``learn_lookback_hours``
+    before the flows' first hour too (:func:`~flowlake.jobs.silver.guards.port_profiles`)."""
     points = lookup_points(ownership, flows.select("remote_ip"), params=params, known_ips=known_ips, doubts=doubts)
     if broadcast is None:
         broadcast = points.count() <= params.broadcast_max_rows
     remote = _lookup(flows, points, ip_col="remote_ip", prefix="_r_", broadcast=broadcast, bucket_ms=bucket_ms)
     both = _lookup(remote, points, ip_col="local_ip", prefix="_l_", broadcast=broadcast, bucket_ms=bucket_ms)
-    # port guard: which ports each workload serves and calls, from the sidecars' own records. An
-    # outbound record's remote serves its remote_port; an inbound record's remote calls its local_port.
+    # guards: what the sidecars show each workload serving and calling (and to whom), per record hour
     hour = record_hour()
-    profiles = port_profiles(ports_seen(flows) if seen is None else seen,
-                             lookback_hours=params.learn_lookback_hours,
+    if seen is None:
+        seen = ports_seen(flows, ownership.where(F.col("source") == SOURCE_HEARTBEAT))
+    profiles = port_profiles(seen, lookback_hours=params.learn_lookback_hours,
                              hours=flows.select(hour.alias("_pp_hour")).distinct())
-    profiled = profiles.select(F.col("_pp_workload").alias("_pw_workload"), F.col("_pp_dir").alias("_pw_dir"),
-                               F.col("_pp_hour").alias("_pw_hour")).distinct()
-    port = F.when(F.col("direction") == "outbound", F.col("remote_port")).otherwise(F.col("local_port"))
-    both = (both.join(F.broadcast(profiles), (F.col("_r_workload") == F.col("_pp_workload"))
-                      & (F.col("direction") == F.col("_pp_dir")) & (port == F.col("_pp_port"))
-                      & (hour == F.col("_pp_hour")), "left")
-            .join(F.broadcast(profiled), (F.col("_r_workload") == F.col("_pw_workload"))
-                  & (F.col("direction") == F.col("_pw_dir")) & (hour == F.col("_pw_hour")), "left"))
-    port_doubt = ((F.col("_r_source") == ATTR_EVENT) & F.col("_pw_workload").isNotNull()
-                  & F.col("_pp_workload").isNull())
+    both = guard_notes(both, profiles, workload="_r_workload", guarded=F.col("_r_source") == ATTR_EVENT)
+    doubted = F.col("_guard_note").isNotNull()
     attributed = (F.col("_r_workload").isNotNull() & F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT, ATTR_CIDR)
-                  & ~port_doubt)
-    owned = F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT) & ~port_doubt
+                  & ~doubted)
+    owned = F.col("_r_source").isin(ATTR_HEARTBEAT, ATTR_EVENT) & ~doubted
     local_owned = F.col("_l_source").isin(ATTR_HEARTBEAT, ATTR_EVENT)
-    note = (F.when(attributed, F.lit(None).cast("string")).when(port_doubt, F.lit(NOTE_PORT))
+    note = (F.when(attributed, F.lit(None).cast("string")).when(doubted, F.col("_guard_note"))
             .otherwise(F.coalesce("_r_note", F.lit(NOTE_NO_EVIDENCE))))
     out = both.select(
         *flows.columns,

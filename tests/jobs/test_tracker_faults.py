@@ -8,7 +8,7 @@ guards with their notes end to end (ownership + attribution, Spark).
 import pandas as pd
 
 from flowlake.jobs.config import AttributionParams
-from flowlake.jobs.silver import attribute, event_ranges, ownership
+from flowlake.jobs.silver import attribute, event_ranges, guards, ownership
 from flowlake.jobs.silver import tracker_lag as tl
 from flowlake.jobs.silver.ownership import evidence_pad_ms
 from flowlake.lake import PORTS_SEEN, TRACKER_LAG_PAIRS
@@ -299,6 +299,37 @@ def test_port_guard_on_inbound_records_checks_the_ports_the_client_workload_call
     assert got[("10.0.0.6", "10.0.0.9", 0, T0 + 3002)] == ("batch", "event", None)
 
 
+
+def test_peer_guard_unattributes_an_event_record_between_workloads_the_sidecars_never_show_talking(spark):
+    # Sidecars show discovery (10.0.0.4) calling notify:8080 and cache (10.0.0.3) calling queue:8080. The
+    # tracker says event-only 10.0.0.9 is discovery's (its unassign and cache's assign lost). Its connection
+    # to notify:8080 fits discovery; the one to queue:8080 (a port discovery calls, on a server it never
+    # calls) does not: doubt, and never cache either.
+    t = T0 + 1000
+
+    def call(src_ip, src, inst, dst_ip, at):
+        return flow(local_ip=src_ip, local_workload=src, instance_id=inst, remote_ip=dst_ip, remote_port=8080,
+                    first_start_ms=at)
+
+    def serve(dst_ip, dst, inst, src_ip, at):
+        return flow(local_ip=dst_ip, local_workload=dst, instance_id=inst, local_port=8080, remote_ip=src_ip,
+                    remote_port=0, direction="inbound", first_start_ms=at + 2)
+
+    flows = [call("10.0.0.4", "discovery", "i-d", "10.0.0.8", t), serve("10.0.0.8", "notify", "i-n", "10.0.0.4", t),
+             call("10.0.0.3", "cache", "i-c", "10.0.0.6", t), serve("10.0.0.6", "queue", "i-q", "10.0.0.3", t),
+             serve("10.0.0.6", "queue", "i-q", "10.0.0.9", t + 1000),
+             serve("10.0.0.8", "notify", "i-n", "10.0.0.9", t + 2000)]
+    got = _attribute(spark, flows, [event(ip="10.0.0.9", workload="discovery", instance_id="i-e", event_ms=T0 - MIN)])
+    assert got[("10.0.0.6", "10.0.0.9", 0, t + 1002)] == (None, "unattributed", "guard: peer")
+    assert got[("10.0.0.8", "10.0.0.9", 0, t + 2002)] == ("discovery", "event", None)
+    # what the sidecars showed, with the peers the heartbeat ranges name (and their mirror rows)
+    fl = flows_df(spark, flows)
+    hb = ownership.build(fl, events_df(spark, []), params=P).ranges
+    seen = {tuple(r)[1:] for r in guards.ports_seen(fl, hb.where("source = 'heartbeat'")).collect()}
+    assert {("discovery", "inbound", 8080, "notify"), ("notify", "outbound", 8080, "discovery"),
+            ("queue", "outbound", 8080, None)} <= seen
+    assert not any(r[0] == "discovery" and r[3] == "queue" for r in seen)
+
 # --------------------------------------------------------------------------- window invariance (Spark)
 
 H = HOUR_MS
@@ -345,7 +376,7 @@ def _kept(spark, flows, events, *, hour_from, hour_to):
         flows_df(spark, [f for f in flows if r.flows[0] - H <= f["interval_start_ms"] < r.flows[1]]),
         events_df(spark, [e for e in events if r.events[0] <= e["event_ms"] < r.events[1]]),
         params=PI, hour_from_ms=hour_from, hour_to_ms=hour_to)
-    seen = attribute.ports_seen(flows_df(spark, [f for f in flows if hour_from <= f["interval_start_ms"] < hour_to]))
+    seen = guards.ports_seen(flows_df(spark, [f for f in flows if hour_from <= f["interval_start_ms"] < hour_to]))
     return {TRACKER_LAG_PAIRS: pairs.collect(), PORTS_SEEN: seen.collect()}
 
 
