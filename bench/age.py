@@ -8,7 +8,8 @@ T0 + 1 h, and keeps it under --data (reused when present). For each N in
 session (local[2]), through ``flowlake.jobs.run.backfill`` with one-day chunks
 (the same code as ``flowlake pipeline backfill --chunk 1d``) over
 [T0 - N days, T0), reading a raw folder of hard links that holds only the flow
-files of those days and the event files published in them. Then it links in
+files of those days and every event file published before T0 (the tracker's
+record of the holdings those days begin with). Then it links in
 the hour [T0, T0 + 1 h) (its flow files, and the event files published from
 T0 on) and times ONE hourly run over it, with the quality gates on. Every lake
 therefore gets the same new input in the timed hour; only its history differs.
@@ -74,10 +75,10 @@ def file_time_ms(rel: str) -> int | None:
     return parse_utc(f"{m.group(1)}T{m.group(2) or '00'}:00:00Z")
 
 
-def link_files(src: Path, dst: Path, *, from_ms: int, to_ms: int) -> int:
-    """Hard-link the raw flow and event files filed in [from, to) from ``src`` into ``dst``; returns how many."""
+def link_files(src: Path, dst: Path, *, from_ms: int, to_ms: int, kinds: tuple[str, ...] = ("flows", "ip_events")) -> int:
+    """Hard-link the raw files of ``kinds`` filed in [from, to) from ``src`` into ``dst``; returns how many."""
     n = 0
-    for sub in ("flows", "ip_events"):
+    for sub in kinds:
         for path in (src / sub).rglob("*"):
             if not path.is_file():
                 continue
@@ -98,10 +99,12 @@ def lake_files(lake: Path) -> int:
     return sum(1 for p in lake.rglob("*.parquet") if p.is_file())
 
 
-def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality) -> dict:
+def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality, maintain_once: bool = False) -> dict:
     from flowlake.jobs.config import load_jobs_config
     from flowlake.jobs.run.backfill import backfill
+    from flowlake.jobs.run.maintain import maintain
     from flowlake.jobs.run.pipeline import run
+    from flowlake.lake import Lake
 
     t0 = parse_utc(T0)
     lake, raw = base / "lake", base / "raw"
@@ -109,14 +112,24 @@ def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality) -> d
         if p.exists():
             shutil.rmtree(p)
     config = load_jobs_config()
-    linked = link_files(sim_raw, raw, from_ms=t0 - days * DAY_MS, to_ms=t0)
+    # the lake's history: N days of flow files, and every event file published before T0 (the tracker's
+    # record of the holdings those days begin with; without it a young lake's first day is mostly
+    # "no evidence" and fails its attribute gate)
+    linked = link_files(sim_raw, raw, from_ms=t0 - days * DAY_MS, to_ms=t0, kinds=("flows",))
+    linked += link_files(sim_raw, raw, from_ms=0, to_ms=t0, kinds=("ip_events",))
     print(f"--- {days} day(s) of history: {linked:,} raw files linked; backfill "
           f"[{iso(t0 - days * DAY_MS)}, {iso(t0)}) in 1-day chunks", flush=True)
     began = time.monotonic()
+    # maintain_once: no maintenance per backfilled day, one over the whole lake at the end (a lake as
+    # compacted as a daily-maintained one, built without a VACUUM of every table per simulated day)
+    history_config = config if not maintain_once else config.model_copy(update={
+        "maintenance": config.maintenance.model_copy(update={"every_hours": 10 ** 6})})
     backfill(spark, raw_root=str(raw), lake_root=str(lake), start_ms=t0 - days * DAY_MS, end_ms=t0,
-             step_ms=DAY_MS, config=config, quality=quality,
+             step_ms=DAY_MS, config=history_config, quality=quality,
              echo=lambda line: print("  backfill " + line.splitlines()[0], flush=True) if line.startswith(
                  ("run ", "stopped")) else None)
+    if maintain_once:
+        maintain(spark, Lake(str(lake)), params=config.maintenance)
     backfill_s = time.monotonic() - began
     files_before = lake_files(lake)
     new = link_files(sim_raw, raw, from_ms=t0, to_ms=t0 + HOUR_MS)
@@ -145,6 +158,9 @@ def main() -> None:
     ap.add_argument("--batch-intervals", type=int, default=60,
                     help="1-minute intervals per raw flow file (60: one file per instance-hour)")
     ap.add_argument("--no-quality", action="store_true", help="gates off (default: on, as in production)")
+    ap.add_argument("--maintain-once", action="store_true",
+                    help="build each history without the daily maintenance, then maintain the whole lake once "
+                         "(default: maintain after every backfilled day, as production does)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     days = sorted({int(d) for d in args.days.split(",") if d.strip()})
@@ -166,7 +182,8 @@ def main() -> None:
     print(f"spark session up in {time.monotonic() - t:.1f} s (not counted)", flush=True)
     results = []
     for n in days:
-        r = build_and_time(spark, sim_raw, data / f"lake-{n}d", days=n, quality=quality)
+        r = build_and_time(spark, sim_raw, data / f"lake-{n}d", days=n, quality=quality,
+                           maintain_once=args.maintain_once)
         results.append(r)
         print(f"day {n:>2}: hourly run {r['wall_s']:.1f} s wall, {r['stage_s']:.1f} s in stages ("
               + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()) + f"); {r['rows_ingested']:,} new rows, "
