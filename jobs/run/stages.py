@@ -164,9 +164,8 @@ def attribute_stage(ctx: RunContext) -> None:
     # the guards learn each record hour's profile from that hour and the lookback before it: the span's
     # hours from bronze (peers named by the published heartbeat ranges), the lookback as earlier runs kept
     # it in silver/ports_seen
-    hours_from, hours_to = span.hours
-    heartbeats = stored.where((F.col("source") == SOURCE_HEARTBEAT) & (F.col("valid_from_ms") < hours_to)
-                              & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > hours_from - guards.PEER_REACH_MS))
+    heartbeats = touching(stored.where(F.col("source") == SOURCE_HEARTBEAT),
+                          from_ms=span.hour_from_ms - guards.PEER_REACH_MS, to_ms=span.hour_to_ms)
     seen = guards.ports_seen(ctx.read_span(BRONZE_FLOWS, span.hours), heartbeats).localCheckpoint()
     kept = ctx.read_span(PORTS_SEEN, (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_from_ms))
     attributed = attribute.transform(flows, owned, params=ctx.config.attribution, known_ips=stored.select("ip"),

@@ -40,6 +40,12 @@ def record_hour(col: str = "interval_start_ms") -> Column:
     return (F.floor(F.col(col) / HOUR_MS) * HOUR_MS).cast("bigint")
 
 
+def record_port() -> Column:
+    """The port a record's remote is checked on: the server port it calls (outbound records) or the
+    local port it connects to (inbound records)."""
+    return F.when(F.col("direction") == "outbound", F.col("remote_port")).otherwise(F.col("local_port"))
+
+
 def ports_seen(flows: DataFrame, heartbeats: DataFrame | None = None) -> DataFrame:
     """(hour_start_ms, workload, direction, port, peer) the sidecars' own records show per UTC record hour
     (by ``interval_start_ms``): ports a workload serves (its inbound records' local port, keyed ``outbound``
@@ -63,7 +69,7 @@ def ports_seen(flows: DataFrame, heartbeats: DataFrame | None = None) -> DataFra
                   & (F.col("first_start_ms") >= F.col("hour_start_ms") - PEER_REACH_MS))
         known = known.join(hb, covers, "left").drop("_hb_ip", "_hb_from", "_hb_to")
     inbound = F.col("direction") == "inbound"
-    port = F.when(inbound, F.col("local_port")).otherwise(F.col("remote_port"))
+    port = record_port()
     own = known.select("hour_start_ms", F.col("local_workload").alias("workload"),
                        F.when(inbound, F.lit(SERVES)).otherwise(F.lit(CALLS)).alias("direction"),
                        port.alias("port"), "peer")
@@ -103,7 +109,7 @@ def guard_notes(records: DataFrame, profiles: DataFrame, *, workload: str, guard
     (event-attributed to ``workload``, a column of the records) by the hour's ``profiles``."""
     hour, w, local = record_hour(), F.col(workload), F.col("local_workload")
     outbound = F.col("direction") == "outbound"
-    port = F.when(outbound, F.col("remote_port")).otherwise(F.col("local_port"))
+    port = record_port()
     other_dir = F.when(outbound, F.lit(CALLS)).otherwise(F.lit(SERVES))
     sets = _profile_sets(profiles, "_gr_")
     local_sets = _profile_sets(profiles, "_gl_")
