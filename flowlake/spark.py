@@ -127,6 +127,17 @@ def get_spark(
         "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or 8),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
+        # The driver keeps every finished query's plan and per-task metrics for the UI (1000 queries by
+        # default) even with the UI off; a run's plans are large, and a long session (a backfill, the
+        # test suite) filled a 4 GiB driver with them. Keep the recent ones only.
+        "spark.sql.ui.retainedExecutions": "50",
+        "spark.ui.retainedJobs": "200",
+        "spark.ui.retainedStages": "200",
+        "spark.ui.retainedTasks": "20000",
+        # Sorts, hash aggregates and joins take on-heap memory in pages; Spark sizes them from the heap
+        # and cores (64 MiB here), so a few small operators at once held GiBs of a 4 GiB driver.
+        # Records here are well under a KiB: 2 MiB pages cost nothing in speed.
+        "spark.buffer.pageSize": "2m",
     }
     conf.update(spark_s3a_conf())
     conf.update({f"spark.executorEnv.{k}": v for k, v in aws_env().items()})

@@ -207,8 +207,8 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
 def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams) -> Ownership:
     """:func:`build` from event rows already computed (EVENT_ROWS_DDL: the tracker's holdings before the
     heartbeat cut, and its doubts)."""
-    # runs are few (one per owner holding) but come from every record: computed once
-    runs = heartbeat_runs(heartbeat_evidence(flows), params=params).persist()
+    # runs are few but come from every record: computed once (checkpointed: a persist() lived all session)
+    runs = heartbeat_runs(heartbeat_evidence(flows), params=params).localCheckpoint()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
     holder = ["ip", "workload", "instance_id"]
     # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there
