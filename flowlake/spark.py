@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -201,3 +203,25 @@ def require_s3(spark: SparkSession) -> None:
             f"class path. Run `flowlake setup` (it fetches them into {jars_dir()}) and start a new session; "
             "under spark-submit use scripts/flowlake-submit.sh, which adds them."
         ) from err
+
+
+@contextmanager
+def jvm_console_captured(spark: SparkSession) -> Iterator[list[str]]:
+    """Lines the JVM prints with Scala's ``println`` on this thread (Delta's VACUUM prints "Deleted N
+    files ..." to stdout, past log4j) go into the yielded list, filled on exit, not to the terminal.
+
+    Scala's console is a per-thread variable read at each print: it is swapped for a buffer and put back.
+    """
+    jvm = spark.sparkContext._jvm
+    field = jvm.java.lang.Class.forName("scala.Console$").getDeclaredField("outVar")
+    field.setAccessible(True)
+    console = field.get(None)
+    before = console.value()
+    buffer = jvm.java.io.ByteArrayOutputStream()
+    getattr(console, "value_$eq")(jvm.java.io.PrintStream(buffer, True, "UTF-8"))
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        getattr(console, "value_$eq")(before)
+        lines.extend(line for line in buffer.toString("UTF-8").splitlines() if line.strip())

@@ -8,6 +8,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,15 @@ def finished_runs(spark: SparkSession, lake_root: str) -> list[tuple[int, int]]:
     return [(r[0], r[1]) for r in runs.select("start_ms", "end_ms").distinct().orderBy(F.col("start_ms")).collect()]
 
 
+def progress(*, done: int, total: int, seconds: list[float]) -> str:
+    """Where a backfill is: "window 3 of 24" and, once a window has run, the time left at the mean pace so far."""
+    text = f"window {done + 1} of {total}"
+    if seconds:
+        left = sum(seconds) / len(seconds) * (total - done)
+        text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    return text
+
+
 @dataclass
 class BackfillReport:
     ran: list[tuple[int, int]] = field(default_factory=list)
@@ -57,13 +67,16 @@ def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: in
     """Run the incomplete windows of [start, end) oldest first; raise BackfillError at the first failure."""
     report = BackfillReport()
     done = finished_runs(spark, lake_root)
+    todo = [w for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms) if not complete(done, w)]
+    seconds: list[float] = []
     for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms):
         label = f"[{iso(w[0])}, {iso(w[1])})"
-        if complete(done, w):
+        if w not in todo:
             report.skipped.append(w)
             echo(f"skip {label}: already complete")
             continue
-        echo(f"run  {label}")
+        echo(f"run  {label} ({progress(done=len(report.ran), total=len(todo), seconds=seconds)})")
+        began = time.monotonic()
         try:
             result = run(spark, raw_root=raw_root, lake_root=lake_root, start_ms=w[0], end_ms=w[1],
                          config=config, quality=quality, echo=echo)
@@ -79,5 +92,6 @@ def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: in
                 f"before it. Fix the cause and run the same backfill again: it resumes at this window.") from err
         echo(result.summary())
         report.ran.append(w)
+        seconds.append(time.monotonic() - began)
     echo(f"backfill done: {len(report.ran)} window(s) ran, {len(report.skipped)} already complete")
     return report

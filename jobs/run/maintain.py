@@ -13,6 +13,8 @@ on the data interval, so a backfill maintains as it goes), and always from
 
 from __future__ import annotations
 
+import re
+
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
@@ -20,7 +22,11 @@ from flowlake.jobs.config import MaintenanceParams
 from flowlake.jobs.run import io
 from flowlake.jobs.run.context import RunContext
 from flowlake.lake import FLOWS_ATTRIBUTED, TABLES, Lake
+from flowlake.spark import jvm_console_captured
 from flowlake.timeutil import HOUR_MS, day_of
+
+# Delta's VACUUM says what it did only on the JVM's stdout: "Deleted 3 files and directories in a total of ..."
+_VACUUM_DELETED = re.compile(r"Deleted (\d+) files")
 
 
 def maintain_stage(ctx: RunContext) -> None:
@@ -61,7 +67,14 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
                 metrics = optimize.executeCompaction()
             m = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
             did.append(f"compacted {m[0]} file(s) into {m[1]}")
-        delta.vacuum(params.vacuum_retain_hours)
+        deleted = vacuum(spark, delta, retain_hours=params.vacuum_retain_hours)
         out.append(f"{table.name}: {', '.join(did) or 'no compaction needed'}; vacuumed "
-                   f"(keeping {params.vacuum_retain_hours} h)")
+                   f"(keeping {params.vacuum_retain_hours} h, {deleted} file(s) deleted)")
     return out
+
+
+def vacuum(spark: SparkSession, delta: DeltaTable, *, retain_hours: int) -> int:
+    """VACUUM one table; returns the files it deleted (its console line is kept off the terminal)."""
+    with jvm_console_captured(spark) as printed:
+        delta.vacuum(retain_hours)
+    return sum(int(m.group(1)) for line in printed for m in [_VACUUM_DELETED.search(line)] if m)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flowlake.jobs.run.backfill import windows
+from flowlake.jobs.run.backfill import progress, windows
 
 HOUR = 3_600_000
 
@@ -21,3 +21,9 @@ def test_windows_cut_the_range_in_steps_and_the_last_may_be_shorter():
 def test_empty_or_backwards_ranges_and_zero_steps_are_refused(start, end, step, match):
     with pytest.raises(ValueError, match=match):
         windows(start_ms=start, end_ms=end, step_ms=step)
+
+
+def test_progress_counts_the_windows_to_run_and_estimates_the_rest_at_the_pace_so_far():
+    assert progress(done=0, total=24, seconds=[]) == "window 1 of 24"  # no pace yet: no estimate
+    assert progress(done=2, total=24, seconds=[100.0, 140.0]) == "window 3 of 24, about 44 min left"
+    assert progress(done=22, total=24, seconds=[30.0] * 22) == "window 23 of 24, about 60 s left"

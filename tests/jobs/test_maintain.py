@@ -2,12 +2,13 @@
 
 from flowlake.jobs.config import MaintenanceParams
 from flowlake.jobs.run import io
-from flowlake.jobs.run.maintain import maintain
+from flowlake.jobs.run.maintain import maintain, vacuum
 from flowlake.lake import FLOWS_ATTRIBUTED, Lake
 from tests.jobs.helpers import MIN, T0, flow, flows_df
 
 
-def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(spark, tmp_path):
+def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(spark, tmp_path, capfd):
+    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     lake = Lake(str(tmp_path / "lake"))
@@ -24,12 +25,23 @@ def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(s
     assert len(files) == 6
 
     lines = maintain(spark, lake, params=MaintenanceParams(compact_min_files=4), days=("2026-01-01", "2026-01-02"))
-    assert lines == [f"{FLOWS_ATTRIBUTED.name}: compacted 6 file(s) into 1; vacuumed (keeping 168 h)"]
+    assert lines == [f"{FLOWS_ATTRIBUTED.name}: compacted 6 file(s) into 1; vacuumed (keeping 168 h, 0 file(s) deleted)"]
     after = io.read(spark, lake, FLOWS_ATTRIBUTED)
     assert len(after.inputFiles()) == 1
     assert sorted(before.collect()) == sorted(after.collect())
     # a second pass finds nothing to do (below the file threshold) and the checkpoint interval is set
     assert maintain(spark, lake, params=MaintenanceParams(compact_min_files=4))[0].endswith(
-        "no compaction needed; vacuumed (keeping 168 h)")
+        "no compaction needed; vacuumed (keeping 168 h, 0 file(s) deleted)")
     props = spark.sql(f"DESCRIBE DETAIL delta.`{lake.path(FLOWS_ATTRIBUTED)}`").first()["properties"]
     assert props["delta.checkpointInterval"] == "10"
+    # past a zero retention the six compacted-away files go: the count is Delta's, read off its console
+    # line, and that line stays off the terminal
+    capfd.readouterr()
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        deleted = vacuum(spark, DeltaTable.forPath(spark, lake.path(FLOWS_ATTRIBUTED)), retain_hours=0)
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    assert deleted == 6
+    assert "Deleted" not in capfd.readouterr().out
+    assert io.read(spark, lake, FLOWS_ATTRIBUTED).count() == 6
