@@ -67,15 +67,16 @@ def backfill(spark: SparkSession, *, raw_root: str, lake_root: str, start_ms: in
     """Run the incomplete windows of [start, end) oldest first; raise BackfillError at the first failure."""
     report = BackfillReport()
     done = finished_runs(spark, lake_root)
-    todo = [w for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms) if not complete(done, w)]
+    cut = windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+    todo = sum(not complete(done, w) for w in cut)
     seconds: list[float] = []
-    for w in windows(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms):
+    for w in cut:
         label = f"[{iso(w[0])}, {iso(w[1])})"
-        if w not in todo:
+        if complete(done, w):
             report.skipped.append(w)
             echo(f"skip {label}: already complete")
             continue
-        echo(f"run  {label} ({progress(done=len(report.ran), total=len(todo), seconds=seconds)})")
+        echo(f"run  {label} ({progress(done=len(report.ran), total=todo, seconds=seconds)})")
         began = time.monotonic()
         try:
             result = run(spark, raw_root=raw_root, lake_root=lake_root, start_ms=w[0], end_ms=w[1],
