@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from flowlake.sim.params import PROFILES
+
 
 @click.command()
 @click.option("--out", required=True, help="Output root: a local folder or s3://bucket/prefix.")
@@ -11,8 +13,9 @@ import click
 @click.option("--hours", type=float, default=None, help="Window length in hours.")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed + params -> identical files).")
 @click.option("--records", type=int, default=None, help="Target number of raw records in the window.")
-@click.option("--profile", type=click.Choice(["default", "hostile"]), default=None,
-              help="Named preset over conf/sim.yaml (hostile: the tracker misbehaving, see docs/simulator.md); "
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=None,
+              help="Named preset over conf/sim.yaml (hostile: the tracker misbehaving; history: weeks of a "
+                   "modest fleet with planted trends; see docs/simulator.md); "
                    "the environment and the other options override it.")
 @click.option("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS).")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),

@@ -18,6 +18,7 @@ from flowlake.sim.fleet import EXTERNAL_CLASSES, K_EXTERNAL, Fleet
 from flowlake.sim.params import DAY_MS, HOUR_MS, SimParams, Window
 
 MSS = 1448
+TREND_STREAM = 17  # seeds the random stream that picks the trending edges
 EXTERNAL_RTT_US = {"external:aws-s3": 1_200.0, "external:github": 18_000.0,
                    "external:cloudflare": 4_000.0, "external:internet": 35_000.0}
 assert set(EXTERNAL_RTT_US) == set(EXTERNAL_CLASSES)
@@ -39,6 +40,7 @@ class Pairs:
     rtt_us: np.ndarray
     loss: np.ndarray
     resp_scale: np.ndarray
+    trend: np.ndarray  # daily growth of the pair's bytes (0 = none; a planted trend on some edges)
     first_i: np.ndarray  # first/last window interval the pair can talk in
     last_i: np.ndarray
 
@@ -116,7 +118,9 @@ def build_pairs(fleet: Fleet, params: SimParams, window: Window, *, rng: np.rand
     """Every (client holder, server holder) of an edge whose talking times overlap the window."""
     parts: list[dict[str, np.ndarray]] = []
     w0, w1, I = window.start_ms, window.end_ms, window.interval_ms
-    for edge in fleet.edges:
+    # own random stream: planting a trend leaves every other draw (and the default output) as it was
+    trending = np.random.default_rng([params.seed, TREND_STREAM]).random(len(fleet.edges)) < params.trend_edge_share
+    for j, edge in enumerate(fleet.edges):
         C, S = fleet.holders_of(edge.client), fleet.holders_of(edge.server)
         if len(C) == 0 or len(S) == 0:
             continue
@@ -153,6 +157,7 @@ def build_pairs(fleet: Fleet, params: SimParams, window: Window, *, rng: np.rand
             "persistent": (rng.random(n) < params.persistent_pair_share) & ~ext_c & ~ext_s,
             "c_side": c_side, "s_side": s_side, "rtt_us": rtt, "loss": loss,
             "resp_scale": np.full(n, fleet.workloads[edge.server].resp_scale),
+            "trend": np.full(n, params.trend_per_day if trending[j] else 0.0),
             "keep": keep,
         })
     if not parts:
@@ -302,6 +307,9 @@ def generate_records(pairs: Pairs, conns: Connections, weights: np.ndarray, *, b
     del xb, xp
     p = x["pair"]
     n = len(p)
+    if pairs.trend.any():  # a planted trend: the bytes of trending pairs grow by day
+        growth = (1.0 + pairs.trend[p]) ** (x["i"] * window.interval_ms / DAY_MS)
+        x["req"], x["resp"] = (np.rint(x[k] * growth).astype(np.int64) for k in ("req", "resp"))
     req, resp, ctrl = x["req"], x["resp"], x["opened"] + x["closed"]
     data_c, data_s = -(-req // MSS), -(-resp // MSS)
     ack_c, ack_s = -(-data_s // 2), -(-data_c // 2)

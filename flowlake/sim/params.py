@@ -35,8 +35,27 @@ PROFILES: dict[str, dict[str, Any]] = {
         "lb_node_lifetime_h": 2.0,
         "nat_lifetime_h": 3.0,
     },
+    # Weeks of a modest fleet for the history demo (`scripts/demo.sh --days 14`): one file per
+    # instance-hour, hourly event files, longer-lived holders, and a trend planted on a quarter
+    # of the edges so that the capacity forecasts have something to find.
+    "history": {
+        "n_workloads": 12,
+        "n_domains": 3,
+        "replicas_min": 1,
+        "replicas_max": 3,
+        "fleet_scale": 1.0,
+        "records_per_hour": 3000,
+        "interval_s": 300,
+        "batch_intervals": 12,
+        "event_file_minutes": 60,
+        "instance_lifetime_h": 120.0,
+        "container_lifetime_h": 24.0,
+        "lb_node_lifetime_h": 72.0,
+        "trend_edge_share": 0.25,
+        "trend_per_day": 0.05,
+    },
 }
-ProfileName = Literal["default", "hostile"]
+ProfileName = Literal["default", "hostile", "history"]
 assert set(PROFILES) == set(ProfileName.__args__)  # type: ignore[attr-defined]
 
 
@@ -118,6 +137,8 @@ class SimParams(ComponentConfig):
     daily_peak_hour_utc: float = Field(20.0, ge=0, lt=24)
     weekend_dip: float = Field(0.15, ge=0, lt=1)
     growth_per_day: float = Field(0.0, gt=-1)
+    trend_edge_share: float = Field(0.0, ge=0, le=1, description="share of edges whose bytes grow by trend_per_day")
+    trend_per_day: float = Field(0.05, gt=-1, description="daily growth of a trending edge's bytes (a planted trend)")
 
     # tracker events
     max_event_lag_ms: int = Field(10_000, ge=0)

@@ -39,6 +39,7 @@ from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS, list_files, r
 from flowlake.jobs.bronze.validate import file_stats, validate_events, validate_flows
 from flowlake.jobs.run import io
 from flowlake.lake import BRONZE_FLOWS, BRONZE_IP_EVENTS, INGESTED_FILES, QUARANTINE_FILES, Lake, Table
+from flowlake.progress import spark_progress
 from flowlake.storage import resolve
 from flowlake.timeutil import HOUR_MS, days_between
 
@@ -146,7 +147,8 @@ def ingest(
         validated = validate_events(raw)
         time_col = "event_ms"
     validated = validated.persist()
-    stats = {r["source_file"]: r for r in file_stats(validated, time_col=time_col).collect()}
+    with spark_progress(spark, total=len(keys), desc=f"  ingest: reading {kind} files", unit="file"):
+        stats = {r["source_file"]: r for r in file_stats(validated, time_col=time_col).collect()}
     bad = {k: _bad_reason(stats[uri[k]]) for k in keys if uri[k] in stats and stats[uri[k]]["bad_rows"]}
 
     # files a run that died before logging them already appended (one append: all of them or none)

@@ -52,14 +52,17 @@ class SeriesForecast:
 
 
 def _quiet() -> None:
+    """Prophet's INFO lines and its import-time 'Importing plotly failed' ERROR (we draw with
+    matplotlib, never plotly) stay off the terminal; real warnings still show."""
     for name in ("cmdstanpy", "prophet"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 
 def _fit_predict(train: pd.DataFrame, future_ms: np.ndarray, *, params: ForecastParams) -> pd.DataFrame:
+    _quiet()  # before the import: prophet.plot logs at import time
     from prophet import Prophet
 
-    _quiet()
     model = Prophet(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False,
                     seasonality_mode=params.seasonality_mode, interval_width=params.interval_width, uncertainty_samples=params.uncertainty_samples)
     model.fit(train)

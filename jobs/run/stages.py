@@ -27,7 +27,7 @@ from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
 from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.jobs.silver.tracker_lag import (
-    hourly_lag_from_pairs, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
+    hourly_lag_from_pairs, lag_summary, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
 )
 from flowlake.timeutil import HOUR_MS
 from flowlake.lake import (
@@ -122,8 +122,7 @@ def ownership_stage(ctx: RunContext) -> None:
     learn_events = all_events.where((F.col("event_ms") >= reads.events[0]) & (F.col("event_ms") < reads.events[1]))
     hourly = hourly_lag_from_pairs(kept.unionByName(new_pairs), learn_events, params=params, hours=reads.hours)
     shown = [hourly[h] for h in reads.hours if h >= span.hour_from_ms]
-    ctx.echo("  ownership: tracker lag margin per hour " + ", ".join(
-        f"{t.margin_ms} ms ({t.margin_source}, {t.pairs} pair(s))" for t in shown))
+    ctx.echo("  ownership: " + lag_summary(shown))
     held = event_rows_df(seeded, lag_margin_ms=params.event_lag_margin_ms, stale_after_ms=None,
                          margins=margins(hourly, params=params)).localCheckpoint()
     holdings = held.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")

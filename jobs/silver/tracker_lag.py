@@ -132,6 +132,17 @@ def estimate_lag(*, hour_start_ms: int, pairs: int, lag_quantile_ms: int | None,
                       lifetime_quantile=params.stale_lifetime_quantile, lifetime_quantile_ms=lifetime_ms)
 
 
+def lag_summary(hours: list[TrackerLag]) -> str:
+    """One line for the span's hourly lag margins, however many hours: each margin, its source,
+    how many hours it held and the pairs behind it ("10000 ms (fleet, 34-70 pairs) in 2 of 2 h")."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for t in hours:
+        groups.setdefault((t.margin_ms, t.margin_source), []).append(t.pairs)
+    parts = [f"{ms} ms ({source}, {min(p)}{'' if min(p) == max(p) else f'-{max(p)}'} pair(s)) in {len(p)} of "
+             f"{len(hours)} h" for (ms, source), p in sorted(groups.items(), key=lambda g: -len(g[1]))]
+    return "tracker lag margin " + "; ".join(parts)
+
+
 def _in_windows(df: DataFrame, hours: DataFrame, *, at: str, lookback: int) -> DataFrame:
     """``df`` rows once per hour H of ``hours`` (column hour_start_ms) whose window [H - lookback, H + 1h)
     holds the row's ``at``."""

@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from flowlake.cli import cli
 from flowlake.config import load_config
+from flowlake.contracts import RECORD_KEY
 from flowlake.sim import SimParams, simulate
 from flowlake.sim.params import PROFILES
 
@@ -123,10 +126,10 @@ def test_profile_precedence(tmp_path, monkeypatch):
 
 
 def test_unknown_profile_is_refused(tmp_path):
-    with pytest.raises(ValidationError, match="'default' or 'hostile'"):
+    with pytest.raises(ValidationError, match="'default', 'hostile' or 'history'"):
         SimParams(profile="nasty")
     res = CliRunner().invoke(cli, ["simulate", "--out", str(tmp_path / "x"), "--profile", "nasty"])
-    assert res.exit_code == 2 and "'nasty' is not one of 'default', 'hostile'" in res.output
+    assert res.exit_code == 2 and "'nasty' is not one of 'default', 'hostile', 'history'" in res.output
     with pytest.raises(ValueError, match="handover_both_lost_share \\+ handover_late_assign_share"):
         SimParams(handover_both_lost_share=0.6, handover_late_assign_share=0.6)
     with pytest.raises(ValueError, match="event_lag_tail_max_ms must be >= max_event_lag_ms"):
@@ -145,3 +148,30 @@ def test_cli_profile(tmp_path):
     m = json.load(open(out / "truth/manifest.json"))
     assert m["params"]["profile"] == "hostile" and m["params"]["event_lag_tail_share"] == 0.05
     assert m["params"]["hours"] == 0.5  # options still win over the profile
+
+
+def _flows(root: str) -> pd.DataFrame:
+    return pd.concat([pq.read_table(p).to_pandas()
+                      for p in sorted(glob.glob(os.path.join(root, "flows/v1/**/*.parquet"), recursive=True))])
+
+
+def test_planted_trend_grows_only_the_bytes_of_trending_edges(tmp_path):
+    """A trend (history profile) multiplies the bytes of the trending edges' records by
+    (1 + trend_per_day) ** days since the start, and leaves every other draw as it was."""
+    base = dict(seed=3, hours=48, records=4_000, n_workloads=8, interval_s=300, batch_intervals=12)
+    flat, grown = str(tmp_path / "flat"), str(tmp_path / "grown")
+    simulate(out=flat, params=SimParams(**base, trend_edge_share=0.0), progress=False)
+    simulate(out=grown, params=SimParams(**base, trend_edge_share=0.5, trend_per_day=1.0), progress=False)
+    a, b = (_flows(root).set_index(RECORD_KEY).sort_index() for root in (flat, grown))
+    assert a.index.equals(b.index), "the same records (only bytes may change)"
+    assert (a["connections_opened"] == b["connections_opened"]).all()
+    start_ms = a.index.get_level_values("interval_start_ms").min()
+    days = (a.index.get_level_values("interval_start_ms") - start_ms) / 86_400_000
+    big = (a["bytes_sent"] > 10_000).to_numpy()
+    ratio = (b["bytes_sent"] / a["bytes_sent"]).to_numpy()[big]
+    expected = (2.0 ** days.to_numpy())[big]
+    trending = np.abs(ratio / expected - 1) < 0.01
+    flat_rec = np.abs(ratio - 1) < 1e-9
+    assert (trending | flat_rec).all(), "each record's bytes either follow the trend or are unchanged"
+    late = days.to_numpy()[big] > 1
+    assert trending[late].mean() > 0.05 and flat_rec[late].mean() > 0.05, "some edges trend, some do not"
