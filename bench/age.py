@@ -36,14 +36,14 @@ TOP_STAGES = ("ingest", "ownership", "attribute", "quality", "gold", "maintain")
 _DT = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/(?:hr=(\d{2})/)?")
 
 
-def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int, fleet_scale: float,
-                batch_intervals: int) -> Path:
+def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int, fleet_scale: float | None,
+                batch_intervals: int | None, profile: str | None = None) -> Path:
     """The simulated fleet over [T0 - days, T0 + 1 h), reused when a previous run completed it."""
     from flowlake.config import load_config
     from flowlake.sim.core import simulate
     from flowlake.sim.params import SimParams
 
-    tag = f"{records_per_day}-x{fleet_scale:g}-b{batch_intervals}-s{seed}"
+    tag = f"{records_per_day}-x{fleet_scale}-b{batch_intervals}-s{seed}" + (f"-{profile}" if profile else "")
     for done in sorted(data.glob(f"sim-*d-{tag}/SIMULATED")):  # a longer one covers it (same T0)
         meta = json.loads(done.read_text())
         if meta["hours"] >= 24 * days + 1:
@@ -57,11 +57,13 @@ def ensure_data(data: Path, *, days: int, records_per_day: int, seed: int, fleet
     start = iso(parse_utc(T0) - days * DAY_MS)
     records = round(records_per_day * hours / 24)
     began = time.monotonic()
-    params = load_config(SimParams, start=start, hours=float(hours), records=records, seed=seed,
-                         fleet_scale=fleet_scale, batch_intervals=batch_intervals)
+    fleet = {k: v for k, v in {"fleet_scale": fleet_scale, "batch_intervals": batch_intervals,
+                               "profile": profile}.items() if v is not None}  # None: the profile's value
+    params = load_config(SimParams, start=start, hours=float(hours), records=records, seed=seed, **fleet)
     simulate(out=str(raw), params=params, progress=False)
     done.write_text(json.dumps({"start": start, "hours": hours, "records": records, "seed": seed,
-                                "fleet_scale": fleet_scale, "batch_intervals": batch_intervals}))
+                                "fleet_scale": params.fleet_scale, "batch_intervals": params.batch_intervals,
+                                "profile": params.profile}))
     print(f"simulated {records:,} records over {hours} h from {start} into {raw} "
           f"in {time.monotonic() - began:.0f} s", flush=True)
     return raw
@@ -99,7 +101,8 @@ def lake_files(lake: Path) -> int:
     return sum(1 for p in lake.rglob("*.parquet") if p.is_file())
 
 
-def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality, maintain_once: bool = False) -> dict:
+def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality, maintain_once: bool = False,
+                   chunk_days: int = 1) -> dict:
     from flowlake.jobs.config import load_jobs_config
     from flowlake.jobs.run.backfill import backfill
     from flowlake.jobs.run.maintain import maintain
@@ -118,14 +121,14 @@ def build_and_time(spark, sim_raw: Path, base: Path, *, days: int, quality, main
     linked = link_files(sim_raw, raw, from_ms=t0 - days * DAY_MS, to_ms=t0, kinds=("flows",))
     linked += link_files(sim_raw, raw, from_ms=0, to_ms=t0, kinds=("ip_events",))
     print(f"--- {days} day(s) of history: {linked:,} raw files linked; backfill "
-          f"[{iso(t0 - days * DAY_MS)}, {iso(t0)}) in 1-day chunks", flush=True)
+          f"[{iso(t0 - days * DAY_MS)}, {iso(t0)}) in {chunk_days}-day chunks", flush=True)
     began = time.monotonic()
     # maintain_once: no maintenance per backfilled day, one over the whole lake at the end (a lake as
     # compacted as a daily-maintained one, built without a VACUUM of every table per simulated day)
     history_config = config if not maintain_once else config.model_copy(update={
         "maintenance": config.maintenance.model_copy(update={"every_hours": 10 ** 6})})
     backfill(spark, raw_root=str(raw), lake_root=str(lake), start_ms=t0 - days * DAY_MS, end_ms=t0,
-             step_ms=DAY_MS, config=history_config, quality=quality,
+             step_ms=chunk_days * DAY_MS, config=history_config, quality=quality,
              echo=lambda line: print("  backfill " + line.splitlines()[0], flush=True) if line.startswith(
                  ("run ", "stopped")) else None)
     if maintain_once:
@@ -153,10 +156,17 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/flowlake-bench-age", help="simulated fleet (reused) and the lakes")
     ap.add_argument("--threads", type=int, default=2, help="Spark local[N]")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--fleet-scale", type=float, default=0.25,
-                    help="the simulator's replica multiplier (fewer instances: fewer raw files per day)")
-    ap.add_argument("--batch-intervals", type=int, default=60,
-                    help="1-minute intervals per raw flow file (60: one file per instance-hour)")
+    ap.add_argument("--profile", default=None, choices=["default", "hostile", "history"],
+                    help="simulator profile (history: 12 workloads, a file per instance-hour; its own fleet "
+                         "scale and batching unless given)")
+    ap.add_argument("--fleet-scale", type=float, default=None,
+                    help="the simulator's replica multiplier (fewer instances: fewer raw files per day; "
+                         "default 0.25, or the profile's)")
+    ap.add_argument("--batch-intervals", type=int, default=None,
+                    help="intervals per raw flow file (default 60 one-minute intervals: one file per "
+                         "instance-hour, or the profile's)")
+    ap.add_argument("--chunk-days", type=int, default=1,
+                    help="backfill window in days (the tables do not depend on it, contracts §4)")
     ap.add_argument("--no-quality", action="store_true", help="gates off (default: on, as in production)")
     ap.add_argument("--maintain-once", action="store_true",
                     help="build each history without the daily maintenance, then maintain the whole lake once "
@@ -173,8 +183,11 @@ def main() -> None:
     from flowlake.spark import get_spark
 
     print(f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
+    if args.profile is None:  # the fleet of the figures before --profile existed
+        args.fleet_scale = 0.25 if args.fleet_scale is None else args.fleet_scale
+        args.batch_intervals = 60 if args.batch_intervals is None else args.batch_intervals
     sim_raw = ensure_data(data, days=days[-1], records_per_day=args.records_per_day, seed=args.seed,
-                          fleet_scale=args.fleet_scale, batch_intervals=args.batch_intervals)
+                          fleet_scale=args.fleet_scale, batch_intervals=args.batch_intervals, profile=args.profile)
     quality = load_quality_config(enabled=not args.no_quality)
     t = time.monotonic()
     spark = get_spark(app_name="flowlake-bench-age", master=f"local[{args.threads}]",
@@ -183,7 +196,7 @@ def main() -> None:
     results = []
     for n in days:
         r = build_and_time(spark, sim_raw, data / f"lake-{n}d", days=n, quality=quality,
-                           maintain_once=args.maintain_once)
+                           maintain_once=args.maintain_once, chunk_days=args.chunk_days)
         results.append(r)
         print(f"day {n:>2}: hourly run {r['wall_s']:.1f} s wall, {r['stage_s']:.1f} s in stages ("
               + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()) + f"); {r['rows_ingested']:,} new rows, "

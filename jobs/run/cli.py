@@ -187,7 +187,8 @@ def pipeline_maintain(lake_root: str, config_path: str | None) -> None:
 
     def locked_maintain() -> list[str]:
         with LakeLock(lake_root, owner="maintain"):
-            return maintain(cli_spark(config, log_to=log_to), Lake(lake_root), params=config.maintenance)
+            return [str(m) for m in maintain(cli_spark(config, log_to=log_to), Lake(lake_root),
+                                             params=config.maintenance)]
 
     # a storage failure (taking the lock included) is one line, exit 5, the trace in the log file
     for line in _guarded(locked_maintain, roots=(lake_root,), log_to=log_to):

@@ -13,7 +13,9 @@ on the data interval, so a backfill maintains as it goes), and always from
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -27,6 +29,31 @@ from flowlake.timeutil import HOUR_MS, day_of
 
 # Delta's VACUUM says what it did only on the JVM's stdout: "Deleted 3 files and directories in a total of ..."
 _VACUUM_DELETED = re.compile(r"Deleted (\d+) files")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Maintained:
+    """What maintenance did to one table."""
+
+    table: str
+    compacted: tuple[int, int] | None  # (files removed, files added), None: below compact_min_files
+    deleted: int  # files VACUUM deleted
+    retain_hours: int
+
+    def __str__(self) -> str:
+        did = f"compacted {self.compacted[0]} file(s) into {self.compacted[1]}" if self.compacted else \
+            "no compaction needed"
+        return f"{self.table}: {did}; vacuumed (keeping {self.retain_hours} h, {self.deleted} file(s) deleted)"
+
+
+def summary(done: list[Maintained]) -> str:
+    """One line for a whole maintenance (the per-table lines go to the run's log)."""
+    compacted = [m for m in done if m.compacted]
+    removed, added = (sum(m.compacted[i] for m in compacted) for i in (0, 1))
+    retain = f"keeping {done[0].retain_hours} h" if done else "nothing to vacuum"
+    return (f"maintain: {len(done)} table(s); compacted {len(compacted)} ({removed} file(s) into {added}); "
+            f"vacuumed ({retain}, {sum(m.deleted for m in done)} file(s) deleted)")
 
 
 def maintain_stage(ctx: RunContext) -> None:
@@ -37,15 +64,16 @@ def maintain_stage(ctx: RunContext) -> None:
         return
     done = maintain(ctx.spark, ctx.lake, params=params, days=(day_of(span.day_from_ms), day_of(span.day_to_ms)))
     ctx.counts["maintain"] = len(done)
-    for line in done:
-        ctx.echo(f"  {line}")
+    for m in done:
+        log.info("%s", m)
+    ctx.echo(f"  {summary(done)}")
 
 
 def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
-             days: tuple[str, str] | None = None) -> list[str]:
+             days: tuple[str, str] | None = None) -> list[Maintained]:
     """Maintain every existing table; ``days`` = [first, last) limits dt-partitioned compaction.
 
-    Returns one line per table saying what was done."""
+    Returns what was done to each table (``str()`` of each is one line)."""
     out = []
     for table in TABLES.values():
         if not io.exists(spark, lake, table):
@@ -56,7 +84,7 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
         if detail["properties"].get("delta.checkpointInterval") != str(params.checkpoint_interval):
             spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
                       f"('delta.checkpointInterval' = '{params.checkpoint_interval}')")
-        did = []
+        compacted = None
         if detail["numFiles"] >= params.compact_min_files:
             optimize = delta.optimize()
             if "dt" in table.partition_by and days is not None:
@@ -66,10 +94,9 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
             else:
                 metrics = optimize.executeCompaction()
             m = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
-            did.append(f"compacted {m[0]} file(s) into {m[1]}")
+            compacted = (int(m[0]), int(m[1]))
         deleted = vacuum(spark, delta, retain_hours=params.vacuum_retain_hours)
-        out.append(f"{table.name}: {', '.join(did) or 'no compaction needed'}; vacuumed "
-                   f"(keeping {params.vacuum_retain_hours} h, {deleted} file(s) deleted)")
+        out.append(Maintained(table.name, compacted, deleted, params.vacuum_retain_hours))
     return out
 
 

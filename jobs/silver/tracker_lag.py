@@ -12,7 +12,11 @@ hourly runs over the same hours learn the same values (given the same data).
 Each lag pair is a function of the data around its own assign (see
 :func:`lag_pairs`) and counts in hour ``H`` if it is known (all its data seen)
 within that window; each holding lifetime counts if its assign and its own
-unassign lie in it (so lifetimes longer than the lookback are not seen).
+unassign lie in it. Lifetimes longer than the lookback cannot be seen, so a
+holding assigned in the window and still open at its end counts as "at least
+this old": when more of those outlive the lifetime quantile than the quantile
+allows, the window cannot bound lifetimes and the hour has no bound (see
+:func:`lifetime_bound`).
 The ownership stage publishes one row per hour in ``_meta/tracker_lag``.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -87,8 +92,11 @@ def lag_pairs(flows: DataFrame, events: DataFrame, *, params: AttributionParams)
                         (F.col("assign_ms") + cap).alias("known_ms"))
 
 
-def holding_lifetimes(events: pd.DataFrame) -> list[int]:
-    """Lifetimes (own unassign - assign, ms) of one ip's holdings that the events open and close."""
+def holding_lifetimes(events: pd.DataFrame, *, open_until_ms: int | None = None) -> list[int]:
+    """Lifetimes (own unassign - assign, ms) of one ip's holdings that the events open and close.
+
+    With ``open_until_ms``, holdings still open then follow as negative ages (``assign - open_until_ms``):
+    each lived at least that long (a right-censored lifetime)."""
     order = events.sort_values(["event_ms", "published_ms"], kind="mergesort")
     opened: dict[str | None, int] = {}
     out = []
@@ -98,7 +106,23 @@ def holding_lifetimes(events: pd.DataFrame) -> list[int]:
             opened[inst] = int(ev.event_ms)
         elif ev.action == ACTION_UNASSIGN and inst in opened:
             out.append(int(ev.event_ms) - opened.pop(inst))
+    if open_until_ms is not None:
+        out += [at - open_until_ms for at in opened.values() if at < open_until_ms]
     return out
+
+
+def lifetime_bound(lifetimes: np.ndarray, *, quantile: float) -> int | None:
+    """The ``quantile`` of complete lifetimes (>= 0), or None when the window cannot tell: no complete
+    lifetime, or more open holdings (negative ages, see :func:`holding_lifetimes`) already older than
+    it than the quantile leaves room for (a 0.99 bound over 100 holdings allows one to be older; over
+    fewer, none)."""
+    done, ages = lifetimes[lifetimes >= 0], -lifetimes[lifetimes < 0]
+    if not len(done):
+        return None
+    bound = float(np.quantile(done, quantile))  # linear interpolation, as Spark's percentile
+    if (ages > bound).sum() > (1 - quantile) * len(lifetimes):
+        return None
+    return int(round(bound))
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,7 @@ class TrackerLag:
     margin_ms: int
     margin_source: str  # "fleet" (learned) or "fallback" (too few pairs: event_lag_margin_ms)
     lifetime_quantile: float
-    lifetime_quantile_ms: int | None  # stale-range guard bound (None: no complete holding seen)
+    lifetime_quantile_ms: int | None  # stale-range guard bound (None: the window cannot bound lifetimes)
 
     def row(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -197,13 +221,18 @@ def hourly_lag_from_pairs(pairs: DataFrame, events: DataFrame, *, params: Attrib
         F.max("lag_ms").alias("mx")).collect()}
 
     def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
-        got = [(h, x) for (h, _), g in pdf.groupby(["hour_start_ms", "ip"], sort=False) for x in holding_lifetimes(g)]
+        got = [(h, x) for (h, _), g in pdf.groupby(["hour_start_ms", "ip"], sort=False)
+               for x in holding_lifetimes(g, open_until_ms=int(h) + HOUR_MS)]
         return pd.DataFrame(got, columns=["hour_start_ms", "lifetime_ms"], dtype="int64")
+
+    def per_hour(pdf: pd.DataFrame) -> pd.DataFrame:
+        bound = lifetime_bound(pdf["lifetime_ms"].to_numpy(), quantile=params.stale_lifetime_quantile)
+        return pd.DataFrame({"hour_start_ms": [int(pdf["hour_start_ms"].iloc[0])], "q": [bound]})
 
     windowed = _in_windows(dedup_events(events), hour_df, at="event_ms", lookback=lookback)
     lifetimes = per_ip_bucket(windowed, per_bucket, "hour_start_ms bigint, lifetime_ms bigint")
-    life = {r["hour_start_ms"]: r["q"] for r in lifetimes.groupBy("hour_start_ms").agg(
-        F.percentile("lifetime_ms", F.lit(params.stale_lifetime_quantile)).alias("q")).collect()}
+    life = {r["hour_start_ms"]: r["q"] for r in lifetimes.groupBy("hour_start_ms").applyInPandas(
+        per_hour, "hour_start_ms bigint, q bigint").collect()}
     out = {}
     for h in hours:
         got = lag.get(h)

@@ -2,7 +2,7 @@
 
 from flowlake.jobs.config import MaintenanceParams
 from flowlake.jobs.run import io
-from flowlake.jobs.run.maintain import maintain, vacuum
+from flowlake.jobs.run.maintain import maintain, summary, vacuum
 from flowlake.lake import FLOWS_ATTRIBUTED, Lake
 from tests.jobs.helpers import MIN, T0, flow, flows_df
 
@@ -24,13 +24,15 @@ def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(s
     files = spark.read.format("delta").load(lake.path(FLOWS_ATTRIBUTED)).inputFiles()
     assert len(files) == 6
 
-    lines = maintain(spark, lake, params=MaintenanceParams(compact_min_files=4), days=("2026-01-01", "2026-01-02"))
-    assert lines == [f"{FLOWS_ATTRIBUTED.name}: compacted 6 file(s) into 1; vacuumed (keeping 168 h, 0 file(s) deleted)"]
+    done = maintain(spark, lake, params=MaintenanceParams(compact_min_files=4), days=("2026-01-01", "2026-01-02"))
+    assert [str(m) for m in done] == [
+        f"{FLOWS_ATTRIBUTED.name}: compacted 6 file(s) into 1; vacuumed (keeping 168 h, 0 file(s) deleted)"]
+    assert summary(done) == "maintain: 1 table(s); compacted 1 (6 file(s) into 1); vacuumed (keeping 168 h, 0 file(s) deleted)"
     after = io.read(spark, lake, FLOWS_ATTRIBUTED)
     assert len(after.inputFiles()) == 1
     assert sorted(before.collect()) == sorted(after.collect())
     # a second pass finds nothing to do (below the file threshold) and the checkpoint interval is set
-    assert maintain(spark, lake, params=MaintenanceParams(compact_min_files=4))[0].endswith(
+    assert str(maintain(spark, lake, params=MaintenanceParams(compact_min_files=4))[0]).endswith(
         "no compaction needed; vacuumed (keeping 168 h, 0 file(s) deleted)")
     props = spark.sql(f"DESCRIBE DETAIL delta.`{lake.path(FLOWS_ATTRIBUTED)}`").first()["properties"]
     assert props["delta.checkpointInterval"] == "10"

@@ -5,6 +5,7 @@ ranges and doubts (pure Python), the learned lag margin (Spark), and the
 guards with their notes end to end (ownership + attribution, Spark).
 """
 
+import numpy as np
 import pandas as pd
 
 from flowlake.jobs.config import AttributionParams
@@ -90,6 +91,28 @@ def test_reordered_unassign_of_the_previous_holder_is_not_an_unknown_holder():
                        dict(action="unassign", workload=None, instance_id="a", event_ms=T0 + 10 * MIN + 5_000)],
                       margin=30_000)
     assert ranges == [("lb-a", T0, T0 + 10 * MIN - 30_000), ("lb-b", T0 + 10 * MIN, None)]
+
+
+def test_lifetime_bound_is_the_quantile_of_complete_lifetimes():
+    lifetimes = np.array([10 * MIN] * 99 + [60 * MIN])
+    assert tl.lifetime_bound(lifetimes, quantile=0.99) == round(10 * MIN + 0.01 * 50 * MIN)
+    assert tl.lifetime_bound(np.array([], dtype=np.int64), quantile=0.99) is None  # nothing complete seen
+
+
+def test_lifetime_bound_is_none_when_open_holdings_outlive_it():
+    """Holdings longer than the window (still open at its end, negative ages) cannot be bounded by the
+    short ones it saw close: a bound from those would end long holdings early (the history profile's
+    72-hour load-balancer nodes under a 24-hour lookback)."""
+    short = [5 * MIN] * 50
+    assert tl.lifetime_bound(np.array(short + [-3 * HOUR_MS]), quantile=0.99) is None
+    assert tl.lifetime_bound(np.array(short + [-2 * MIN]), quantile=0.99) == 5 * MIN  # open, but younger
+
+
+def test_holding_lifetimes_counts_holdings_still_open_as_negative_ages():
+    evs = pd.DataFrame([event(workload="lb-a", instance_id="a", event_ms=T0),
+                        event(action="unassign", workload=None, instance_id="a", event_ms=T0 + 7 * MIN),
+                        event(workload="lb-b", instance_id="b", event_ms=T0 + 8 * MIN)])
+    assert tl.holding_lifetimes(evs, open_until_ms=T0 + 20 * MIN) == [7 * MIN, -12 * MIN]
 
 
 def test_holding_lifetimes_pair_each_assign_with_its_own_unassign():
@@ -345,7 +368,9 @@ def _invariance_fleet():
         for i in range(3):
             ip, start = f"10.0.1.{10 * k + i}", hour + 10 * MIN + i * MIN
             flows.append(hb(ip, "worker", f"i-{k}-{i}", start))
-            events.append(event(ip=ip, workload="worker", instance_id=f"i-{k}-{i}", event_ms=start + lag))
+            events += [event(ip=ip, workload="worker", instance_id=f"i-{k}-{i}", event_ms=start + lag),
+                       event(ip=ip, action="unassign", workload=None, instance_id=f"i-{k}-{i}",
+                             event_ms=start + lag + 20 * MIN)]  # 20-minute holdings: their lifetimes are seen
     for ip, old, new, at in [("10.0.0.20", "lb-a", "lb-b", T0 + 50 * MIN),  # cut by hour T0's 2 min
                              ("10.0.0.21", "lb-c", "lb-d", T0 + H + 40 * MIN),  # by hour T0+1h's 4 min
                              ("10.0.0.22", "lb-e", "lb-f", T0 + H + 5 * MIN)]:  # at - cap in hour T0: 2 min
@@ -435,8 +460,10 @@ def test_hourly_runs_learn_cut_and_attribute_as_one_run_over_both_hours(spark):
     hourly = {t: list(r) for t, r in before.items()}
     first = _run_span(spark, flows, events, hourly, from_ms=T0, end_ms=T0 + H)
     second = _run_span(spark, flows, events, hourly, from_ms=T0 + H, end_ms=T0 + 2 * H)
-    # per hour: margin (the p99.9 of the lookback's lags), pairs, lifetime bound
-    assert one[0] == {T0: (2 * MIN, 6, 30 * MIN), T0 + H: (4 * MIN, 9, None)}
+    # per hour: margin (the p99.9 of the lookback's lags), pairs, lifetime bound: T0's is the p99 of the six
+    # 20-minute holdings and the 30-minute one its window sees; T0+1h's window sees nine 20-minute holdings
+    # but lb-b and lb-f still open after 70 and 55 minutes, so it cannot bound lifetimes (None)
+    assert one[0] == {T0: (2 * MIN, 6, round(20 * MIN + 0.94 * 10 * MIN)), T0 + H: (4 * MIN, 9, None)}
     assert {**first[0], **second[0]} == one[0]
     cut = lambda rows, lo, hi: sorted((*r[:4], max(r[4], lo), min(r[5], hi)) for r in rows if r[4] < hi and r[5] > lo)
     assert first[1] == cut(one[1], T0, T0 + H) and second[1] == cut(one[1], T0 + H, T0 + 2 * H)
