@@ -403,6 +403,9 @@ def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, summary: pd.Dat
         width = r.get("interval_width")
         if r.status == "ok":
             title += f" — backtest MAPE {r.backtest_mape:.1%} over {int(r.backtest_hours)} h"
+            naive = r.get("backtest_naive_mape")  # lakes written before the column have none
+            if naive is not None and pd.notna(naive):
+                title += f" (seasonal naive {naive:.1%})"
         else:
             title += f" — {r.status}"
     if len(f):

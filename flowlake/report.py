@@ -277,7 +277,8 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
     if len(ok):
         lead = (f"History, forecast and {_band(ok)} prediction band of the {len(picks)} busiest links "
                 f"(of {ok[['link_kind', 'link']].drop_duplicates().shape[0]} forecast); the title gives each "
-                f"forecast's backtest MAPE over its held-out hours.")
+                f"forecast's backtest MAPE over its held-out hours, and the MAPE of a seasonal naive forecast "
+                f"(the last week repeated) over the same hours: a forecast worth reading beats it.")
     else:
         lead = (f"No forecast yet: history of the {len(picks)} busiest AZ pairs. Forecasts need "
                 f"{view.config.forecast.min_history_hours + view.config.forecast.min_backtest_hours} hours of "
@@ -298,7 +299,8 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
         parts.append(_p(f"{len(short)} of {len(summary)} series have no forecast ({reasons}; the longest holds "
                         f"{hours} h of history)."))
     if len(ok):
-        cols = ["link_kind", "link", "metric", "backtest_mape", "backtest_interval_coverage", "backtest_hours",
+        cols = ["link_kind", "link", "metric", "backtest_mape", "backtest_naive_mape", "backtest_interval_coverage",
+                "backtest_hours",
                 "history_from_ms", "history_to_ms"]
         t = ok[[c for c in cols if c in ok.columns]].sort_values("backtest_mape", ascending=False,
                                                                    ignore_index=True)

@@ -37,7 +37,9 @@ FORECAST_DDL = ("link_kind string, link string, metric string, hour_start_ms big
                 "yhat_lower double, yhat_upper double")
 SUMMARY_DDL = ("link_kind string, link string, metric string, status string, history_hours int, "
                "history_from_ms bigint, history_to_ms bigint, backtest_hours int, backtest_mape double, "
-               "backtest_interval_coverage double, horizon_hours int, interval_width double, message string")
+               "backtest_interval_coverage double, horizon_hours int, interval_width double, message string, "
+               "backtest_naive_mape double")
+WEEK_H, DAY_H = 168, 24  # seasonal naive: the last week of the training hours repeated (or the last day)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class SeriesForecast:
     backtest_interval_coverage: float | None
     forecast: pd.DataFrame  # hour_start_ms, yhat, yhat_lower, yhat_upper (empty unless ok)
     message: str
+    backtest_naive_mape: float | None = None  # the seasonal naive forecast's MAPE on the same held-out hours
 
 
 def _quiet() -> None:
@@ -102,11 +105,19 @@ def forecast_series(hours_ms: np.ndarray, values: np.ndarray, *, params: Forecas
     back = _fit_predict(frame.iloc[: n - holdout], grid[n - holdout:], params=params)
     actual = frame["y"].to_numpy()[n - holdout:]
     err = mape(actual, back["yhat"].to_numpy())
+    naive = mape(actual, seasonal_naive(frame["y"].to_numpy()[: n - holdout], holdout))
     inside = (actual >= back["yhat_lower"].to_numpy()) & (actual <= back["yhat_upper"].to_numpy())
     future = np.arange(last + HOUR_MS, last + HOUR_MS * (params.horizon_hours + 1), HOUR_MS, dtype="int64")
     fc = _fit_predict(frame, future, params=params)
     return SeriesForecast(STATUS_OK, n, holdout, err, float(inside.mean()), fc,
-                          f"backtest on the last {holdout} h of {n} h")
+                          f"backtest on the last {holdout} h of {n} h", naive)
+
+
+def seasonal_naive(train: np.ndarray, hours: int) -> np.ndarray:
+    """The baseline a forecast must beat: the training series' last week repeated over ``hours``
+    (its last day when it holds less than a week)."""
+    season = WEEK_H if len(train) >= WEEK_H else DAY_H
+    return np.resize(train[-season:], hours)
 
 
 def select_series(link_hourly: DataFrame, *, params: ForecastParams, until_ms: int) -> DataFrame:
@@ -136,7 +147,7 @@ def transform(link_hourly: DataFrame, *, params: ForecastParams, until_ms: int) 
             summaries.append((kind, link, metric, res.status, res.history_hours, first,
                               first + res.history_hours * HOUR_MS, res.backtest_hours, res.backtest_mape,
                               res.backtest_interval_coverage, params.horizon_hours if res.status == STATUS_OK else 0,
-                              params.interval_width, res.message))
+                              params.interval_width, res.message, res.backtest_naive_mape))
             for r in res.forecast.itertuples(index=False):
                 forecasts.append((kind, link, metric, int(r.hour_start_ms), float(r.yhat), float(r.yhat_lower),
                                   float(r.yhat_upper)))

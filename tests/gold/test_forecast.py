@@ -43,6 +43,21 @@ def test_seasonal_series_backtest_mape_within_bound_and_week_ahead_forecast():
     assert fc.yhat[hour_of_day == 20].mean() > 1.5 * fc.yhat[hour_of_day == 8].mean()
 
 
+def test_seasonal_naive_repeats_the_last_week_or_day_of_the_training_hours():
+    train = np.arange(200.0)
+    assert (gf.seasonal_naive(train, 200) == np.concatenate([train[32:], train[32:64]])).all()
+    assert (gf.seasonal_naive(train[:100], 30) == np.concatenate([train[76:100], train[76:82]])).all()
+
+
+def test_backtest_reports_the_seasonal_naive_baseline_on_the_same_hours():
+    """A 2 %/day trend over a week: the model (which fits it) beats last week repeated, and the
+    summary says by how much; on the series that breaks, both fail."""
+    hours, values = seasonal(21)
+    res = gf.forecast_series(hours, values, params=PARAMS)
+    assert res.backtest_naive_mape == pytest.approx(gf.mape(values[-168:], values[-336:-168]))
+    assert res.backtest_naive_mape > 0.1 > res.backtest_mape
+
+
 def test_backtest_detects_a_bad_fit_on_a_series_that_breaks():
     hours, values = seasonal(21)
     values[-168:] *= 3  # traffic triples in the held-out week: the backtest must say so
