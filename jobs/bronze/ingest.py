@@ -103,7 +103,10 @@ def _in_bronze(spark: SparkSession, lake: Lake, target: Table, uris: list[str], 
         if days:  # rows sit in their own day's partition or the next (a file may span midnight)
             last = (datetime.fromisoformat(days[-1]) + timedelta(days=1)).date().isoformat()
             table = table.where((F.col("dt") >= F.lit(days[0]).cast("date")) & (F.col("dt") <= F.lit(last).cast("date")))
-    found = table.select("source_file").where(F.col("source_file").isin(uris)).distinct()
+    # a broadcast semi-join, not isin(): Delta turns an IN list into one min/max test per file name
+    # for data skipping, and at thousands of names its generated code passes the JVM's 64 KB limit
+    wanted = F.broadcast(spark.createDataFrame([(u,) for u in uris], "source_file string"))
+    found = table.select("source_file").join(wanted, on="source_file", how="left_semi").distinct()
     return {r[0] for r in found.toLocalIterator()}
 
 

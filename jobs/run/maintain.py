@@ -81,9 +81,13 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
         path = lake.path(table)
         delta = DeltaTable.forPath(spark, path)
         detail = delta.detail().select("numFiles", "properties").first()
-        if detail["properties"].get("delta.checkpointInterval") != str(params.checkpoint_interval):
-            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
-                      f"('delta.checkpointInterval' = '{params.checkpoint_interval}')")
+        # Delta 4 ignores VACUUM's own retention argument (other than 0) in favour of this property
+        want = {"delta.checkpointInterval": str(params.checkpoint_interval),
+                "delta.deletedFileRetentionDuration": f"interval {params.vacuum_retain_hours} hours"}
+        change = {k: v for k, v in want.items() if detail["properties"].get(k) != v}
+        if change:
+            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ("
+                      + ", ".join(f"'{k}' = '{v}'" for k, v in change.items()) + ")")
         compacted = None
         if detail["numFiles"] >= params.compact_min_files:
             optimize = delta.optimize()

@@ -36,6 +36,7 @@ def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(s
         "no compaction needed; vacuumed (keeping 168 h, 0 file(s) deleted)")
     props = spark.sql(f"DESCRIBE DETAIL delta.`{lake.path(FLOWS_ATTRIBUTED)}`").first()["properties"]
     assert props["delta.checkpointInterval"] == "10"
+    assert props["delta.deletedFileRetentionDuration"] == "interval 168 hours"  # VACUUM's retention
     # past a zero retention the six compacted-away files go: the count is Delta's, read off its console
     # line, and that line stays off the terminal
     capfd.readouterr()
