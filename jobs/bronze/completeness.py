@@ -162,7 +162,7 @@ def update(spark: SparkSession, *, raw_root: str, lake: Lake, keys: list[str]) -
     instances = sorted({r[0] for r in files.select("instance_id").distinct().collect() if r[0] is not None})
     published = io.read(spark, lake, CAPTURE_COMPLETENESS)
     if instances:
-        published = published.where(F.col("instance_id").isin(instances))
+        published = io.having(published, "instance_id", instances)
     rows = transform(files, published).localCheckpoint()  # read before the same table is replaced
     predicate = replace_predicate(rows)
     if predicate is not None:

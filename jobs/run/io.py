@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from flowlake.lake import Lake, Table
 
@@ -20,6 +21,16 @@ def read(spark: SparkSession, lake: Lake, table: Table) -> DataFrame:
     if table.ddl is None:
         raise FileNotFoundError(f"no Delta table at {lake.path(table)}: run the stage that writes {table.name} first")
     return spark.createDataFrame([], table.ddl)
+
+
+def having(df: DataFrame, column: str, values: list) -> DataFrame:
+    """The rows of ``df`` whose ``column`` is one of ``values`` (strings), as a broadcast semi-join.
+
+    Not ``isin()``: over thousands of values, Delta's data skipping and Spark's cached-table scan
+    turn it into one min/max test per value, whose generated code passes the JVM's 64 KB method
+    limit (a logged ERROR, then a slow interpreted fallback)."""
+    wanted = df.sparkSession.createDataFrame([(v,) for v in values], f"`{column}` string")
+    return df.join(F.broadcast(wanted), on=column, how="left_semi")
 
 
 def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str) -> None:
