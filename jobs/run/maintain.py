@@ -49,7 +49,7 @@ class Maintained:
 
 def summary(done: list[Maintained]) -> str:
     """One line for a whole maintenance (the per-table lines go to the run's log)."""
-    compacted = [m for m in done if m.compacted]
+    compacted = [m for m in done if m.compacted and m.compacted[0]]  # OPTIMIZE found files to rewrite
     removed, added = (sum(m.compacted[i] for m in compacted) for i in (0, 1))
     retain = f"keeping {done[0].retain_hours} h" if done else "nothing to vacuum"
     return (f"maintain: {len(done)} table(s); compacted {len(compacted)} ({removed} file(s) into {added}); "
