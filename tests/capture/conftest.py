@@ -91,6 +91,13 @@ class NetnsPair:
         assert line.strip() == "ready", f"traffic server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
         return proc
 
+    @staticmethod
+    def finish_server(proc: subprocess.Popen, *, timeout: float = 30) -> list[dict]:
+        """Wait for a server from start_server; return its per-connection retransmits."""
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, f"traffic server failed: {err}"
+        return json.loads(out.strip().splitlines()[-1])
+
     def run_client(self, host: str, plan: list[dict], *, chunk_delay_s: float = 0.0, chunks: int = 1,
                    timeout: float = 120) -> list[dict]:
         proc = self.exec(self.c, sys.executable, str(TRAFFIC), "client", host, json.dumps(plan),

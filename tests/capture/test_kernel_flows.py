@@ -11,6 +11,8 @@ from .conftest import ThreadedSidecar, capture_config, read_records, records_for
 pytestmark = pytest.mark.kernel
 
 KEY = ("direction", "local_ip", "local_port", "remote_ip", "remote_port")
+# each end read its own tcp_info before close(); its FIN may still be retransmitted after that
+FIN_RETRANSMITS_AFTER_CLOSE = 2
 
 
 def _plan(base_port: int) -> list[dict]:
@@ -28,13 +30,13 @@ def test_connections_match_known_byte_counts(tmp_path, netns_pair, family):
     with ThreadedSidecar(write_config(tmp_path, capture_config(tmp_path))) as side:
         server = netns_pair.start_server(server_ip, plan)
         results = netns_pair.run_client(server_ip, plan)
-        server.wait(timeout=30)
+        served = netns_pair.finish_server(server)
         wait_boundaries(1, side.cfg.interval_s)
     rows = read_records(tmp_path / "raw")
     out = summed(records_for(rows, local_ip=client_ip, remote_ip=server_ip), KEY)
     inn = summed(records_for(rows, local_ip=server_ip, remote_ip=client_ip), KEY)
     assert len(out) == len(plan) and len(inn) == len(plan), (out, inn)
-    for item, res in zip(plan, results):
+    for item, res, srv in zip(plan, results, served):
         assert (res["up"], res["down"]) == (item["up"], item["down"])
         o = out[("outbound", client_ip, 0, server_ip, item["port"])]
         i = inn[("inbound", server_ip, item["port"], client_ip, 0)]
@@ -45,10 +47,10 @@ def test_connections_match_known_byte_counts(tmp_path, netns_pair, family):
         # no loss on the veth: what one side sent in payload segments, the other received
         assert o["segments_sent"] == i["segments_received"] and i["segments_sent"] == o["segments_received"]
         assert (o["segments_sent"] > 0) == (item["up"] > 0)
-        # no loss, but the kernel may still send a tail-loss probe: records show what the
-        # client's own tcp_info said before close() (and at most a FIN probe more)
-        assert res["retransmits"] <= o["retransmits"] <= res["retransmits"] + 1
-        assert i["retransmits"] <= 2
+        # no drop rule on the veth, yet a loaded machine can still time out and resend: each
+        # record shows what its own end's kernel counted (tcp_info before close, plus FIN resends)
+        assert res["retransmits"] <= o["retransmits"] <= res["retransmits"] + FIN_RETRANSMITS_AFTER_CLOSE
+        assert srv["retransmits"] <= i["retransmits"] <= srv["retransmits"] + FIN_RETRANSMITS_AFTER_CLOSE
     for r in records_for(rows, local_ip=client_ip):
         assert r["instance_id"] == "test-host" and r["region"] == "test-1" and r["availability_zone"] == "test-1a"
         assert r["local_workload"] == "tests" and r["protocol"] == "tcp"

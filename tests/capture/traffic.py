@@ -39,16 +39,18 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def serve(host: str, plan: list[dict]) -> None:
+def serve(host: str, plan: list[dict]) -> list[dict]:
+    """Serve each planned connection; return each one's retransmits as its own kernel counted them."""
+    results: dict[int, int] = {}
+
     def one(item: dict, listener: socket.socket) -> None:
         conn, _ = listener.accept()
         with conn:
             _recv_exact(conn, item["up"])
             conn.sendall(b"d" * item["down"])
-            if item.get("server_closes_first"):
-                conn.close()
-                return
-            _drain(conn)
+            if not item.get("server_closes_first"):
+                _drain(conn)
+            results[item["port"]] = tcp_total_retrans(conn)
 
     threads = []
     for item in plan:
@@ -62,11 +64,28 @@ def serve(host: str, plan: list[dict]) -> None:
     print("ready", flush=True)
     for t in threads:
         t.join()
+    return [{"port": item["port"], "retransmits": results.get(item["port"])} for item in plan]
+
+
+# struct tcp_info (include/uapi/linux/tcp.h): u32 tcpi_unacked at byte 24, u32 tcpi_total_retrans at 100
+_TCP_INFO_LEN = 232
+_TI_UNACKED = 24
+_TI_TOTAL_RETRANS = 100
+_ACK_WAIT_S = 10.0
 
 
 def tcp_total_retrans(sock: socket.socket) -> int:
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
-    return struct.unpack_from("=I", info, 100)[0]
+    """The socket's total retransmits once all it sent is acknowledged (or after _ACK_WAIT_S).
+
+    Read before that, a loaded machine's late retransmits of data still in flight would be
+    missing from this count though the kernel (and so the sidecar) counts them.
+    """
+    deadline = time.monotonic() + _ACK_WAIT_S
+    while True:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        if struct.unpack_from("=I", info, _TI_UNACKED)[0] == 0 or time.monotonic() > deadline:
+            return struct.unpack_from("=I", info, _TI_TOTAL_RETRANS)[0]
+        time.sleep(0.005)
 
 
 def client(host: str, plan: list[dict], *, chunk_delay_s: float = 0.0, chunks: int = 1) -> list[dict]:
@@ -125,7 +144,7 @@ if __name__ == "__main__":
     plan_json = sys.argv[3]
     plan = json.loads(plan_json)
     if mode == "server":
-        serve(host, plan)
+        print(json.dumps(serve(host, plan)), flush=True)
     else:
         delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
         chunks = int(sys.argv[5]) if len(sys.argv) > 5 else 1
