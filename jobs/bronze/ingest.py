@@ -87,8 +87,8 @@ def _already_processed(spark: SparkSession, lake: Lake, kind: str, uris: list[st
     (which grows by every file of every run)."""
     if not uris:
         return set()
-    found = _files_of(io.read(spark, lake, INGESTED_FILES).where(F.col("kind") == kind).select("source_file"),
-                      uris).distinct()
+    found = io.having(io.read(spark, lake, INGESTED_FILES).where(F.col("kind") == kind).select("source_file"),
+                      "source_file", uris).distinct()
     return {r[0] for r in found.collect()}
 
 
@@ -102,13 +102,8 @@ def _in_bronze(spark: SparkSession, lake: Lake, target: Table, uris: list[str], 
         if days:  # rows sit in their own day's partition or the next (a file may span midnight)
             last = (datetime.fromisoformat(days[-1]) + timedelta(days=1)).date().isoformat()
             table = table.where((F.col("dt") >= F.lit(days[0]).cast("date")) & (F.col("dt") <= F.lit(last).cast("date")))
-    found = _files_of(table.select("source_file"), uris).distinct()
+    found = io.having(table.select("source_file"), "source_file", uris).distinct()
     return {r[0] for r in found.toLocalIterator()}
-
-
-def _files_of(df, uris: list[str]):
-    """The rows of ``df`` from these files (see io.having: not isin())."""
-    return io.having(df, "source_file", uris)
 
 
 def _bad_reason(stat) -> str:
@@ -159,7 +154,7 @@ def ingest(
     ok_uris = [uri[k] for k in keys if k not in bad]
     recovered = _in_bronze(spark, lake, target, ok_uris, kind=kind)
     fresh = sorted(set(ok_uris) - recovered)
-    marked = mark_duplicates(spark, lake, _files_of(validated, fresh).drop("_reason"), target=target).persist()
+    marked = mark_duplicates(spark, lake, io.having(validated, "source_file", fresh).drop("_reason"), target=target).persist()
     dups = {r["source_file"]: (r["rows"], r["dups"]) for r in marked.groupBy("source_file").agg(
         F.count(F.lit(1)).alias("rows"), F.sum(F.col("_dup").cast("long")).alias("dups")).collect()}
     by_key = {uri[k]: k for k in keys}
@@ -186,7 +181,7 @@ def ingest(
     # 2) bronze: the records of the good files not already there (one append)
     appended = {u: dups.get(u, (0, 0))[0] - dups.get(u, (0, 0))[1] for u in fresh}
     if fresh:
-        io.append(_files_of(marked, fresh).where(~F.col("_dup")).drop("_dup"), lake, target)
+        io.append(io.having(marked, "source_file", fresh).where(~F.col("_dup")).drop("_dup"), lake, target)
     marked.unpersist()
     validated.unpersist()
 
