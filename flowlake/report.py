@@ -279,6 +279,9 @@ def capacity_section(view: nb.LakeView, *, max_forecasts: int, top_rows: int) ->
                 f"(of {ok[['link_kind', 'link']].drop_duplicates().shape[0]} forecast); the title gives each "
                 f"forecast's backtest MAPE over its held-out hours, and the MAPE of a seasonal naive forecast "
                 f"(the last week repeated) over the same hours: a forecast worth reading beats it.")
+        if "fit_until_ms" in ok.columns and ok.fit_until_ms.notna().any():
+            fitted = pd.Timestamp(int(ok.fit_until_ms.max()), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+            lead += f" Fitted on the hours before {fitted} (refitted once a UTC day)."
     else:
         lead = (f"No forecast yet: history of the {len(picks)} busiest AZ pairs. Forecasts need "
                 f"{view.config.forecast.min_history_hours + view.config.forecast.min_backtest_hours} hours of "

@@ -12,6 +12,9 @@ are recorded beside the forecast (refitted on the whole history). A series with
 fewer than ``min_history_hours + min_backtest_hours`` hours gets the status
 ``insufficient_history`` and no forecast rows.
 
+Forecasts are fitted on whole UTC days (:func:`fit_until`): once a day, not on every
+hourly run, and the same whatever windows the lake was built in.
+
 The selected series are a small aggregate (links x hours) collected to the driver
 to run Prophet; the flows themselves are never collected.
 """
@@ -30,6 +33,7 @@ from pyspark.sql.window import Window
 from flowlake.jobs.config import ForecastParams
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 METRICS = ("bytes_total", "p95_bytes_per_s")
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_history"
@@ -38,7 +42,7 @@ FORECAST_DDL = ("link_kind string, link string, metric string, hour_start_ms big
 SUMMARY_DDL = ("link_kind string, link string, metric string, status string, history_hours int, "
                "history_from_ms bigint, history_to_ms bigint, backtest_hours int, backtest_mape double, "
                "backtest_interval_coverage double, horizon_hours int, interval_width double, message string, "
-               "backtest_naive_mape double")
+               "backtest_naive_mape double, fit_until_ms bigint")
 WEEK_H, DAY_H = 168, 24  # seasonal naive: the last week of the training hours repeated (or the last day)
 
 
@@ -134,6 +138,25 @@ def select_series(link_hourly: DataFrame, *, params: ForecastParams, until_ms: i
     ).select("link_kind", "link", "hour_start_ms", *METRICS)
 
 
+def fit_until(link_hourly: DataFrame, *, until_ms: int) -> int:
+    """Where the forecasts' history ends: the last UTC midnight at or before ``until_ms``
+    (the lake's latest hour + 1), so they are refitted once a day; a lake that has no hour
+    before that midnight yet (younger than its first day) uses every hour up to ``until_ms``."""
+    midnight = until_ms - until_ms % DAY_MS
+    if link_hourly.where(F.col("hour_start_ms") < midnight).limit(1).count() == 0:
+        return until_ms
+    return midnight
+
+
+def is_current(summary: DataFrame | None, *, fit_until_ms: int, recomputed_from_ms: int) -> bool:
+    """Whether the published forecasts need no refit: they were fitted on the hours before
+    ``fit_until_ms`` and this run recomputed no hour before it (so those hours did not change).
+    A summary from before ``fit_until_ms`` was recorded (or none) is never current."""
+    if summary is None or "fit_until_ms" not in summary.columns or recomputed_from_ms < fit_until_ms:
+        return False
+    return summary.agg(F.max("fit_until_ms")).first()[0] == fit_until_ms
+
+
 def transform(link_hourly: DataFrame, *, params: ForecastParams, until_ms: int) -> tuple[DataFrame, DataFrame]:
     """(gold/capacity_forecast, gold/capacity_forecast_summary) from gold/link_hourly before ``until_ms``."""
     spark: SparkSession = link_hourly.sparkSession
@@ -147,7 +170,7 @@ def transform(link_hourly: DataFrame, *, params: ForecastParams, until_ms: int) 
             summaries.append((kind, link, metric, res.status, res.history_hours, first,
                               first + res.history_hours * HOUR_MS, res.backtest_hours, res.backtest_mape,
                               res.backtest_interval_coverage, params.horizon_hours if res.status == STATUS_OK else 0,
-                              params.interval_width, res.message, res.backtest_naive_mape))
+                              params.interval_width, res.message, res.backtest_naive_mape, until_ms))
             for r in res.forecast.itertuples(index=False):
                 forecasts.append((kind, link, metric, int(r.hour_start_ms), float(r.yhat), float(r.yhat_lower),
                                   float(r.yhat_upper)))

@@ -9,6 +9,8 @@ Each aggregate is a pure transform in :mod:`flowlake.jobs.gold`; this module onl
   capacity_forecast, capacity_forecast_summary): small, rewritten from the latest
   ``lookback`` of the lake (ending at the latest hour in gold/app_dependencies,
   whatever window the run had), so re-running any window gives the same result.
+  The forecasts end at the last UTC midnight (:func:`forecast.fit_until`): they are
+  refitted by the first run past a midnight, or by a run that recomputed hours before it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flowlake.lake import (
     ALLOW_RULES, APP_DEPENDENCIES, CAPACITY_FORECAST, CAPACITY_FORECAST_SUMMARY, CROSSZONE_COST, FLOWS_ATTRIBUTED,
     LINK_HOURLY, PATH_VALIDATION, POLICY_BREACHES, SEGMENT_QUALITY, SEGMENTS, TRAFFIC_DAILY, TRAFFIC_HOURLY,
 )
-from flowlake.timeutil import DAY_MS, HOUR_MS
+from flowlake.timeutil import DAY_MS, HOUR_MS, iso
 
 
 def gold_stage(ctx: RunContext) -> None:
@@ -92,9 +94,14 @@ def insight_tables(ctx: RunContext) -> None:
         lap("segments")
 
     if "forecast" in enabled:
-        fc, summary = forecast.transform(ctx.read(LINK_HOURLY), params=insight.forecast, until_ms=until)
-        io.overwrite(fc, ctx.lake, CAPACITY_FORECAST)
-        io.overwrite(summary, ctx.lake, CAPACITY_FORECAST_SUMMARY)
+        link_hourly = ctx.read(LINK_HOURLY)
+        fit_until = forecast.fit_until(link_hourly, until_ms=until)
+        published = ctx.read(CAPACITY_FORECAST_SUMMARY) if io.exists(ctx.spark, ctx.lake, CAPACITY_FORECAST_SUMMARY) else None
+        if not forecast.is_current(published, fit_until_ms=fit_until, recomputed_from_ms=span.from_ms):
+            fc, summary = forecast.transform(link_hourly, params=insight.forecast, until_ms=fit_until)
+            io.overwrite(fc, ctx.lake, CAPACITY_FORECAST)
+            io.overwrite(summary, ctx.lake, CAPACITY_FORECAST_SUMMARY)
+            ctx.echo(f"  gold: capacity forecasts fitted on the hours before {iso(fit_until)}")
         lap("forecast")
 
 

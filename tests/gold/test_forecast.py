@@ -109,3 +109,43 @@ def test_transform_forecasts_pairs_and_top_edges_only(spark):
                       ("r1 -> r2", "p95_bytes_per_s"): "insufficient_history"}
     assert fc.count() == 4 * 168
     assert fc.where("link = 'r1 -> r2'").count() == 0
+
+
+LINK_DDL = "link_kind string, link string, hour_start_ms bigint, bytes_total bigint, p95_bytes_per_s double"
+DAY = 24 * HOUR
+
+
+def test_fit_until_is_the_last_utc_midnight_once_the_lake_has_an_hour_before_it(spark):
+    # T0 is a midnight; the lake's latest hour is 03:00 of the next day
+    older = spark.createDataFrame([("az_pair", "a -> b", T0 + 22 * HOUR, 1, 1.0),
+                                   ("az_pair", "a -> b", T0 + DAY + 3 * HOUR, 1, 1.0)], LINK_DDL)
+    assert gf.fit_until(older, until_ms=T0 + DAY + 4 * HOUR) == T0 + DAY
+    # exactly at a midnight: that midnight (the last whole day is the one just ended)
+    assert gf.fit_until(older, until_ms=T0 + DAY) == T0 + DAY
+    # a lake younger than its first midnight: every hour it has, refitted each run
+    young = spark.createDataFrame([("az_pair", "a -> b", T0 + DAY + h * HOUR, 1, 1.0) for h in range(3)], LINK_DDL)
+    assert gf.fit_until(young, until_ms=T0 + DAY + 3 * HOUR) == T0 + DAY + 3 * HOUR
+
+
+def test_is_current_only_for_the_same_boundary_when_no_hour_before_it_was_recomputed(spark):
+    midnight = T0 + DAY
+    summary = spark.createDataFrame([("az_pair", "a -> b", "bytes_total", "ok", midnight)],
+                                    "link_kind string, link string, metric string, status string, fit_until_ms bigint")
+    assert gf.is_current(summary, fit_until_ms=midnight, recomputed_from_ms=midnight + 5 * HOUR)
+    assert gf.is_current(summary, fit_until_ms=midnight, recomputed_from_ms=midnight)
+    # late data: this run recomputed an hour the published fit used
+    assert not gf.is_current(summary, fit_until_ms=midnight, recomputed_from_ms=midnight - HOUR)
+    # a new day ended since the published fit
+    assert not gf.is_current(summary, fit_until_ms=midnight + DAY, recomputed_from_ms=midnight + DAY)
+    # nothing published yet, or a summary written before fit_until_ms was recorded
+    assert not gf.is_current(None, fit_until_ms=midnight, recomputed_from_ms=midnight)
+    assert not gf.is_current(summary.drop("fit_until_ms"), fit_until_ms=midnight, recomputed_from_ms=midnight)
+
+
+def test_summary_records_the_boundary_it_was_fitted_on(spark):
+    link_hourly = spark.createDataFrame([("az_pair", "a -> b", T0 + h * HOUR, 5, 1.0) for h in range(30)], LINK_DDL)
+    fc, summary = gf.transform(link_hourly, params=PARAMS, until_ms=T0 + DAY)
+    rows = summary.collect()
+    assert {r.fit_until_ms for r in rows} == {T0 + DAY}
+    # only the hours before the boundary are history
+    assert {r.history_to_ms for r in rows} == {T0 + DAY} and {r.history_hours for r in rows} == {24}

@@ -38,9 +38,9 @@ def _counts(spark, lake):
     return {name: _read(spark, lake, name).count() for name in INSIGHT_TABLES}
 
 
-def _run_gold(spark, lake, *, h0_ms, h1_ms):
+def _run_gold(spark, lake, *, h0_ms, h1_ms, insight=INSIGHT):
     ctx = RunContext(spark=spark, lake=lake, raw_root="", start_ms=h0_ms, end_ms=h1_ms, run_id="test",
-                     config=JobsConfig(), quality=QualityConfig(enabled=False), insight=INSIGHT,
+                     config=JobsConfig(), quality=QualityConfig(enabled=False), insight=insight,
                      span=Span(start_ms=h0_ms, end_ms=h1_ms, from_ms=h0_ms))
     insight_tables(ctx)
     return ctx
@@ -76,3 +76,33 @@ def test_run_gold_writes_every_table_and_rerun_is_idempotent(spark, tmp_path):
     assert "insufficient_history" in page and "no-db-from-b" in page
     up, down = notebook.neighbourhood(view.table("app_dependencies"), "db")
     assert set(up.src_workload) == {"a", "b"} and down.empty
+
+
+def test_forecasts_refit_once_a_utc_day_or_when_an_hour_before_their_boundary_is_recomputed(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    from flowlake.jobs.gold import rollups
+    from flowlake.lake import CAPACITY_FORECAST_SUMMARY, LINK_HOURLY
+
+    lake = Lake(str(tmp_path / "lake"))
+    rows = [attributed(interval_start_ms=T0 + h * HOUR + MIN, local_workload="a", local_workload_resolved="a",
+                       remote_workload="db", remote_availability_zone="us-east-1b", bytes_sent=1000 + h)
+            for h in range(26)]
+    silver = attributed_df(spark, rows)
+    io.replace_where(silver, lake, FLOWS_ATTRIBUTED, predicate="interval_start_ms >= 0")
+    io.replace_where(dependencies.transform(silver), lake, APP_DEPENDENCIES, predicate="hour_start_ms >= 0")
+    io.replace_where(rollups.link_hourly(silver), lake, LINK_HOURLY, predicate="hour_start_ms >= 0")
+
+    def version():
+        return DeltaTable.forPath(spark, lake.path(CAPACITY_FORECAST_SUMMARY)).history(1).first()["version"]
+
+    only = INSIGHT.model_copy(update={"tables": ["forecast"]})
+    _run_gold(spark, lake, h0_ms=T0, h1_ms=T0 + 26 * HOUR, insight=only)
+    fitted = _read(spark, lake, "capacity_forecast_summary").collect()
+    assert {r.fit_until_ms for r in fitted} == {T0 + 24 * HOUR}  # whole days only, not the latest hour
+    before = version()
+    _run_gold(spark, lake, h0_ms=T0 + 25 * HOUR, h1_ms=T0 + 26 * HOUR, insight=only)  # the next hourly run: no refit
+    assert version() == before
+    _run_gold(spark, lake, h0_ms=T0 + 23 * HOUR, h1_ms=T0 + 26 * HOUR, insight=only)  # late data before the boundary: refit
+    assert version() > before
+    assert sorted(_read(spark, lake, "capacity_forecast_summary").collect()) == sorted(fitted)
