@@ -32,10 +32,13 @@ SLOW_FILES = {
     "tests/jobs/test_pipeline_e2e.py",  # a 24k-record fleet through every stage, several times
     "tests/gold/test_run_gold.py",     # every insight table through the stage runner (Prophet fits), twice
     "tests/jobs/test_maintain.py",     # OPTIMIZE, Z-ORDER and VACUUM of every table
+    "tests/prod/test_storage_errors.py",  # the CLI's exit code and one line: a pipeline subprocess each
 }
 SLOW_TESTS = {
     # the CLI's exit code when a blocking gate fails: a pipeline subprocess
     "tests/prod/test_quality.py::test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report",
+    # two hourly ownership + attribute runs against one run over both hours (window invariance)
+    "tests/jobs/test_tracker_faults.py::test_hourly_runs_learn_cut_and_attribute_as_one_run_over_both_hours",
 }
 KERNEL_PREFIX = "tests/capture/test_kernel_"
 

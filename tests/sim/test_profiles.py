@@ -158,7 +158,7 @@ def _flows(root: str) -> pd.DataFrame:
 def test_planted_trend_grows_only_the_bytes_of_trending_edges(tmp_path):
     """A trend (history profile) multiplies the bytes of the trending edges' records by
     (1 + trend_per_day) ** days since the start, and leaves every other draw as it was."""
-    base = dict(seed=3, hours=48, records=4_000, n_workloads=8, interval_s=300, batch_intervals=12)
+    base = dict(seed=3, hours=30, records=2_500, n_workloads=8, interval_s=300, batch_intervals=12)
     flat, grown = str(tmp_path / "flat"), str(tmp_path / "grown")
     simulate(out=flat, params=SimParams(**base, trend_edge_share=0.0), progress=False)
     simulate(out=grown, params=SimParams(**base, trend_edge_share=0.5, trend_per_day=1.0), progress=False)
