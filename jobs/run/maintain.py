@@ -52,8 +52,8 @@ def summary(done: list[Maintained]) -> str:
     compacted = [m for m in done if m.compacted and m.compacted[0]]  # OPTIMIZE found files to rewrite
     removed, added = (sum(m.compacted[i] for m in compacted) for i in (0, 1))
     retain = f"keeping {done[0].retain_hours} h" if done else "nothing to vacuum"
-    return (f"maintain: {len(done)} table(s); compacted {len(compacted)} ({removed} file(s) into {added}); "
-            f"vacuumed ({retain}, {sum(m.deleted for m in done)} file(s) deleted)")
+    did = f"compacted {len(compacted)} ({removed} file(s) into {added})" if compacted else "nothing to compact"
+    return f"maintain: {len(done)} table(s); {did}; vacuumed ({retain}, {sum(m.deleted for m in done)} file(s) deleted)"
 
 
 def maintain_stage(ctx: RunContext) -> None:

@@ -16,4 +16,9 @@ def test_summary_counts_only_tables_whose_files_were_rewritten():
 
 
 def test_summary_of_an_empty_lake():
-    assert summary([]) == "maintain: 0 table(s); compacted 0 (0 file(s) into 0); vacuumed (nothing to vacuum, 0 file(s) deleted)"
+    assert summary([]) == "maintain: 0 table(s); nothing to compact; vacuumed (nothing to vacuum, 0 file(s) deleted)"
+
+
+def test_summary_when_optimize_rewrote_nothing():
+    done = [Maintained("bronze/flows", (0, 0), 0, RETAIN_H), Maintained("gold/segments", None, 2, RETAIN_H)]
+    assert summary(done) == "maintain: 2 table(s); nothing to compact; vacuumed (keeping 168 h, 2 file(s) deleted)"
