@@ -31,9 +31,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from flowlake.jobs.config import ForecastParams
+from flowlake.timeutil import DAY_MS, HOUR_MS
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 METRICS = ("bytes_total", "p95_bytes_per_s")
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_history"
