@@ -125,3 +125,31 @@ def test_blocking_failure_publishes_nothing_and_exits_non_zero_with_the_report(d
     assert not re.search(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (WARN|ERROR|INFO) ", done.stderr + done.stdout, re.M)
     log = (lake / "_logs/strict-1.log").read_text()
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} WARN ", log, re.M), log[:2000]
+
+
+def test_a_bronze_row_silver_lacks_fails_the_silver_gate_and_names_it(spark, quality_config):
+    """The bronze rows of the span against silver, in one pass with the duplicate check: a record silver
+    lacks, and (edge) a record silver holds only from another file, both fail `silver.every_bronze_row`;
+    the examples name the record and the file."""
+    from flowlake.jobs.quality import gate as g
+    from flowlake.jobs.quality import suites as q
+    from pyspark.sql import functions as F
+
+    ddl = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
+                    for c in q.ROW_KEY)
+    kept = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound")
+    lost = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 81, "outbound")
+    moved = ("i", 2, "fd00::1", 0, "fd00::2", 80, "inbound")  # edge: IPv6, silver has it from another file
+    bronze = spark.createDataFrame([("seq0", *kept), ("seq0", *lost), ("seq1", *moved)], ddl)
+    silver = spark.createDataFrame([("seq0", *kept), ("seq2", *moved)], ddl).withColumn("remote_attribution", F.lit("svc"))
+    report = g.run_checks(q.silver_suite(silver, bronze, min_attributed_share=0.0),
+                          config=quality_config, run_id="m1", stage="attribute")
+    assert [r.name for r in report.blocking_failures] == ["silver.every_bronze_row"]
+    failed = report.blocking_failures[0]
+    assert failed.unexpected_count == 2
+    assert sorted(failed.examples) == ["(i, 1, 10.0.0.1, 0, 10.0.0.2, 81, outbound): not in silver from seq0",
+                                       "(i, 2, fd00::1, 0, fd00::2, 80, inbound): not in silver from seq1"]
+    whole = silver.unionByName(spark.createDataFrame([("seq0", *lost)], ddl).withColumn("remote_attribution", F.lit("svc")))
+    report = g.run_checks(q.silver_suite(whole, bronze.where("source_file != 'seq1'"), min_attributed_share=0.0),
+                          config=quality_config, run_id="m2", stage="attribute")
+    assert not report.blocking_failures
