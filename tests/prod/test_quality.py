@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from pyspark.sql import functions as F
 
 from tests.prod.conftest import END_MS, START_MS
 
@@ -39,6 +40,26 @@ def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
     assert {r.name for r in report.blocking_failures} == {
         "bronze.local_ip_valid", "bronze.counters_non_negative", "bronze.interval_end_after_start"}
     assert "1 of 4 row(s) fail" in report.text()
+
+
+def test_a_non_canonical_address_counts_once_per_row_though_checked_once(spark, quality_config):
+    """The IP checks run per distinct address and are joined back: an IPv6 address in a non-canonical
+    form on two rows is two failing rows; (edge) the same address as local_ip on a third row counts there."""
+    from flowlake.jobs.quality import gate as g
+    from flowlake.jobs.quality import suites as q
+
+    df = _rows(spark).where("source_file = 'f0'")
+    loud = F.lit("FD00:0::2")
+    two = df.unionByName(df).withColumn("remote_ip", loud)
+    third = df.withColumn("local_ip", loud)
+    rows = df.unionByName(two).unionByName(third)
+    report = g.run_checks(q.bronze_suite(rows, rows, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
+                          config=quality_config, run_id="t3", stage="ownership")
+    by = {r.name: r for r in report.results}
+    assert (by["bronze.remote_ip_valid"].unexpected_count, by["bronze.remote_ip_valid"].element_count) == (2, 4)
+    assert by["bronze.remote_ip_valid"].examples == ["FD00:0::2", "FD00:0::2"]
+    assert by["bronze.local_ip_valid"].unexpected_count == 1
+    assert q.non_canonical_ips(rows, ["local_ip", "remote_ip"]).collect() == [("FD00:0::2",)]
 
 
 def test_overlapping_ranges_are_found(spark, quality_config):
@@ -133,7 +154,6 @@ def test_a_bronze_row_silver_lacks_fails_the_silver_gate_and_names_it(spark, qua
     the examples name the record and the file."""
     from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
-    from pyspark.sql import functions as F
 
     ddl = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
                     for c in q.ROW_KEY)
