@@ -165,11 +165,18 @@ def s3_server():
     server.stop()
 
 
+# The tests' DataFrames hold a handful of rows, and each test plans hundreds of small queries: compiling
+# generated Java code for every one of them (Janino, then the JIT) cost more CPU than running them. The
+# in-process tests evaluate expressions interpreted instead (same results; Spark tests both paths). The
+# subprocess tests (the CLI, cron, Airflow, the cluster, kill -9) and the demo keep the default codegen.
+TINY_DATA_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The one SparkSession of the test session: local, UTC, few shuffle partitions, Delta."""
     from flowlake.spark import get_spark
 
-    session = get_spark(app_name="flowlake-tests", master="local[2]", shuffle_partitions=2)
+    session = get_spark(app_name="flowlake-tests", master="local[2]", shuffle_partitions=2, extra_conf=TINY_DATA_CONF)
     yield session
     session.stop()

@@ -200,8 +200,8 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
     heartbeat and an event range may overlap only when they name the same workload.
     """
     margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
-    return build_from_rows(flows, event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms,
-                                                margins=margins), params=params)
+    rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms, margins=margins)
+    return build_from_rows(flows, rows.localCheckpoint(), params=params)  # few rows, read by ranges and doubts
 
 
 def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams) -> Ownership:
