@@ -22,6 +22,14 @@ def _rows(spark):
     return spark.createDataFrame([r + (f"f{i}",) for i, r in enumerate(rows)], RAW_FLOW_DDL + ", source_file string")
 
 
+def _row_key_ddl() -> str:
+    """DDL of a bronze/silver row's key (suites.ROW_KEY: source_file and the record key)."""
+    from flowlake.jobs.quality.suites import ROW_KEY
+
+    return ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
+                     for c in ROW_KEY)
+
+
 def test_bronze_suite_counts_and_shows_each_failure(spark, quality_config):
     """Each check counts failing rows; the IP checks run once per distinct address and are joined back, so
     (edge) a non-canonical IPv6 address on two rows fails two rows, and again where it is a local_ip."""
@@ -74,8 +82,7 @@ def test_warning_level_check_only_reports(spark, quality_config, tmp_path):
     from flowlake.jobs.quality import suites as q
 
     silver = spark.createDataFrame([("f", "i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "unattributed")],
-                                   ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
-                                             for c in q.ROW_KEY) + ", remote_attribution string")
+                                   _row_key_ddl() + ", remote_attribution string")
     checks = q.silver_suite(silver, silver.drop("remote_attribution"), min_attributed_share=0.5)
     with pytest.raises(g.QualityGateError, match="silver.attributed_share"):
         g.gate(checks, config=quality_config, run_id="w1", stage="attribute", lake_root=str(tmp_path))
@@ -91,8 +98,7 @@ def test_a_record_twice_from_two_files_fails_the_silver_gate(spark, quality_conf
     from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
 
-    ddl = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
-                    for c in q.ROW_KEY) + ", remote_attribution string"
+    ddl = _row_key_ddl() + ", remote_attribution string"
     record = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound", "svc")
     other = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 81, "outbound", "svc")  # edge: differs in one key column
     silver = spark.createDataFrame([("seq0", *record), ("seq1", *record), ("seq0", *other)], ddl)
@@ -144,8 +150,7 @@ def test_a_bronze_row_silver_lacks_fails_the_silver_gate_and_names_it(spark, qua
     from flowlake.jobs.quality import gate as g
     from flowlake.jobs.quality import suites as q
 
-    ddl = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'int' if c.endswith('port') else 'string'}"
-                    for c in q.ROW_KEY)
+    ddl = _row_key_ddl()
     kept = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound")
     lost = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 81, "outbound")
     moved = ("i", 2, "fd00::1", 0, "fd00::2", 80, "inbound")  # edge: IPv6, silver has it from another file
