@@ -24,7 +24,7 @@ from flowlake.jobs.run.stage_names import STAGE_NAMES
 from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, guards, ownership
 from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
-from flowlake.jobs.silver.event_ranges import KIND_RANGE, event_rows_df, holdings_as_assigns
+from flowlake.jobs.silver.event_ranges import event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.jobs.silver.tracker_lag import (
     hourly_lag_from_pairs, lag_summary, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
@@ -125,8 +125,7 @@ def ownership_stage(ctx: RunContext) -> None:
     ctx.echo("  ownership: " + lag_summary(shown))
     held = event_rows_df(seeded, lag_margin_ms=params.event_lag_margin_ms, stale_after_ms=None,
                          margins=margins(hourly, params=params)).localCheckpoint()
-    holdings = held.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")
-    ranges, conflicts, doubts = ownership.build_from_rows(evidence, held, params=params)
+    ranges, conflicts, doubts, holdings = ownership.build_from_rows(evidence, held, params=params)
     # nothing published beyond this window: holdings reaching past its end stay open
     open_end = runs.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}

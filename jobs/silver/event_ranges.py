@@ -19,6 +19,9 @@ workload could have taken the address.
   is doubt (``lag margin``).
 * The next holder is the same workload (another instance): no margin, the
   address stays that workload's either way.
+* A lag-margin doubt right after the range it cut names the assign's holder
+  (``next_*``); where that holder's sidecar shows when it arrived, the doubt is
+  dated (:mod:`flowlake.jobs.silver.successor`).
 * An unassign naming an instance that never held the address before (its
   assign was lost) after more than ``M`` of A's holding: another holder came
   after A, so A's range ends there; and past a high quantile of holding
@@ -44,8 +47,10 @@ KIND_DOUBT = "doubt"
 NOTE_LAG_MARGIN = "lag margin"
 NOTE_STALE_RANGE = "guard: stale range"
 EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
-# ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`)
-EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string"
+EVENT_RANGE_COLUMNS = [c.split()[0] for c in EVENT_RANGE_DDL.split(", ")]
+# ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`); a lag-margin
+# doubt right after the range it cut names the holder whose assign made it (next_*: see successor.py)
+EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string, next_workload string, next_instance_id string"
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,8 @@ def text_or_none(value: object) -> str | None:
 
 
 def _range_frame(rows: list[dict], ddl: str = EVENT_RANGE_DDL) -> pd.DataFrame:
-    cols = [c.split()[0] for c in ddl.split(", ")]
-    return pd.DataFrame(rows, columns=cols).astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
+    frame = pd.DataFrame(rows, columns=[c.split()[0] for c in ddl.split(", ")])
+    return frame.astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
 
 
 def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int,
@@ -123,15 +128,18 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
     def emit(holding: dict, end: int | None) -> dict | None:
         if end is not None and end <= holding["valid_from_ms"]:
             return None
-        row = {**holding, "valid_to_ms": end, "row_kind": KIND_RANGE, "note": None}
+        row = {**holding, "valid_to_ms": end, "row_kind": KIND_RANGE, "note": None, "next_workload": None,
+               "next_instance_id": None}
         out.append(row)
         return row
 
-    def doubt(ip: str, start: int, end: int, note: str) -> None:
+    def doubt(ip: str, start: int, end: int, note: str, after: dict | None = None, by: tuple = (None, None)) -> None:
+        # after: the range this doubt was cut from, when it ends where the doubt starts; by: who cut it
+        nxt = by if after is not None and after["valid_to_ms"] == start else (None, None)
         if end > start:
             out.append({"ip": ip, "workload": None, "instance_id": None, "kind": None, "region": None,
                         "availability_zone": None, "valid_from_ms": int(start), "valid_to_ms": int(end),
-                        "row_kind": KIND_DOUBT, "note": note})
+                        "row_kind": KIND_DOUBT, "note": note, "next_workload": nxt[0], "next_instance_id": nxt[1]})
 
     for ev in order.itertuples(index=False):
         inst, workload, at = text_or_none(ev.instance_id), text_or_none(ev.workload), int(ev.event_ms)
@@ -151,8 +159,8 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                     if stale_after_ms is not None and end - current["valid_from_ms"] > stale_after_ms:
                         end = current["valid_from_ms"] + stale_after_ms
                         doubt(ev.ip, end, at - m, NOTE_STALE_RANGE)
-                    emit(current, end)
-                    doubt(ev.ip, max(at - m, current["valid_from_ms"]), at, NOTE_LAG_MARGIN)
+                    row = emit(current, end)
+                    doubt(ev.ip, max(at - m, current["valid_from_ms"]), at, NOTE_LAG_MARGIN, row, (workload, inst))
             elif released is not None:
                 row, u = released
                 if row["workload"] == workload:
@@ -163,7 +171,8 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                         row["valid_to_ms"] = cut
                     else:
                         out.remove(row)
-                    doubt(ev.ip, cut, u, NOTE_LAG_MARGIN)
+                        row = None
+                    doubt(ev.ip, cut, u, NOTE_LAG_MARGIN, row, (workload, inst))
                     start = u
                 else:
                     start = max(u, at - m)  # the assign lags the change by at most m; the address was free

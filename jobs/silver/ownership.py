@@ -39,8 +39,9 @@ from pyspark.sql import functions as F
 from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
 from flowlake.jobs.silver.doubts import NOTE_CONFLICT, NOTE_SILENT_SIDECAR, disjoint_doubts
-from flowlake.jobs.silver.event_ranges import KIND_DOUBT, KIND_RANGE, Margins, event_rows_df
+from flowlake.jobs.silver.event_ranges import EVENT_RANGE_COLUMNS, KIND_DOUBT, KIND_RANGE, Margins, event_rows_df
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
+from flowlake.jobs.silver.successor import date_by_successor
 
 SOURCE_HEARTBEAT = "heartbeat"
 SOURCE_EVENT = "event"
@@ -180,11 +181,13 @@ def cut_events_by_heartbeats(events: DataFrame, runs: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------- the job
 
 class Ownership(NamedTuple):
-    """What :func:`build` derives: ranges (OWNERSHIP_DDL), conflicts (CONFLICT_DDL), doubts (DOUBT_DDL)."""
+    """What :func:`build` derives: ranges (OWNERSHIP_DDL), conflicts (CONFLICT_DDL), doubts (DOUBT_DDL), and the
+    tracker's holdings (EVENT_RANGE_DDL: event ranges before the heartbeat cut, as a next run replays them)."""
 
     ranges: DataFrame
     conflicts: DataFrame
     doubts: DataFrame
+    holdings: DataFrame
 
 
 def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None,
@@ -209,6 +212,8 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
     heartbeat cut, and its doubts)."""
     # runs are few but come from every record: computed once (checkpointed: a persist() lived all session)
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).localCheckpoint()
+    # a lag-margin doubt ends where the next holder's own sidecar shows it: before that, it is the old holder's
+    rows = date_by_successor(rows, runs, horizon_ms=params.heartbeat_max_gap_ms).localCheckpoint()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
     holder = ["ip", "workload", "instance_id"]
     # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there
@@ -222,7 +227,7 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
         F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
     kept = marked.where(last.isNull() | (last > F.col("valid_from_ms"))).withColumn(
         "valid_to_ms", F.when(last.isNull() | (to <= last), F.col("valid_to_ms")).otherwise(last))
-    ev = cut_events_by_heartbeats(kept.drop("row_kind", "note", "_hb_last"), runs).select(
+    ev = cut_events_by_heartbeats(kept.select(*EVENT_RANGE_COLUMNS), runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
         "instance_id", "kind", "region", "availability_zone",
     )
@@ -232,15 +237,9 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
         .unionByName(silent)
         .unionByName(conflicts.select("ip", "valid_from_ms", "valid_to_ms", F.lit(NOTE_CONFLICT).alias("reason")))
     )
-    return Ownership(hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts, doubts)
-
-
-def transform_ranges(flows: DataFrame, holdings: DataFrame, *, params: AttributionParams) -> tuple[DataFrame, DataFrame]:
-    """Ownership ranges and conflicts from event holdings already computed (EVENT_RANGE_DDL, before the
-    heartbeat cut): :func:`build_from_rows` without doubts."""
-    rows = holdings.withColumn("row_kind", F.lit(KIND_RANGE)).withColumn("note", F.lit(None).cast("string"))
-    built = build_from_rows(flows, rows, params=params)
-    return built.ranges, built.conflicts
+    holdings = rows.where(F.col("row_kind") == KIND_RANGE).select(*EVENT_RANGE_COLUMNS)
+    return Ownership(hb.select(*OWNERSHIP_COLUMNS).unionByName(ev.select(*OWNERSHIP_COLUMNS)), conflicts, doubts,
+                     holdings)
 
 
 def transform(flows: DataFrame, events: DataFrame, *, params: AttributionParams,

@@ -169,6 +169,20 @@ def test_an_unassign_just_before_the_boundary_and_an_assign_within_the_margin_af
     assert _after(_seeded_after_boundary(spark, events)) == _after(one_shot)
 
 
+
+def test_a_lag_margin_doubt_names_the_holder_whose_assign_cut_it_only_right_after_the_range_it_cut():
+    lost = event_ranges.event_rows(pd.DataFrame([event(workload="lb-a", instance_id="a", event_ms=T0),
+                                                 event(workload="api", instance_id="b", event_ms=T0 + 20 * MIN)]),
+                                   lag_margin_ms=M)
+    assert [(r["note"], r["next_workload"], r["next_instance_id"]) for r in lost if r["row_kind"] == "doubt"] == [
+        ("lag margin", "api", "b")]
+    # a stale range ends before the lag-margin doubt: nothing to hand back to it
+    stale = event_ranges.event_rows(pd.DataFrame([event(workload="lb-a", instance_id="a", event_ms=T0),
+                                                  event(workload="api", instance_id="b", event_ms=T0 + 20 * MIN)]),
+                                    lag_margin_ms=M, stale_after_ms=10 * MIN)
+    assert [(r["note"], r["next_workload"]) for r in stale if r["row_kind"] == "doubt"] == [
+        ("guard: stale range", None), ("lag margin", None)]
+
 # --------------------------------------------------------------------------- the learned margin (Spark)
 
 def hb(ip, workload, inst, t, **kw):
@@ -352,6 +366,63 @@ def test_peer_guard_unattributes_an_event_record_between_workloads_the_sidecars_
     assert {("discovery", "inbound", 8080, "notify"), ("notify", "outbound", 8080, "discovery"),
             ("queue", "outbound", 8080, None)} <= seen
     assert not any(r[0] == "discovery" and r[3] == "queue" for r in seen)
+
+
+def test_the_next_holders_sidecar_dates_the_handover_and_the_old_holder_keeps_the_time_before_it(spark):
+    # lb-a and lb-c (no sidecar) hand 10.0.0.9 and 10.0.0.6 to api, whose assigns at +20min may lag by M = 5 min:
+    # doubt from +15min. api's own sidecar first shows at +18min: nothing before that was api's, so lb-a and
+    # lb-c keep their time until then (lb-a lost its unassign; lb-c's came at +19min). On 10.0.0.8, api's
+    # sidecar shows up only 20 min after the doubt starts, beyond the evidence a run reads: the doubt stays.
+    flows = [server("10.0.0.9", "api", "i-b", T0 + 18 * MIN), client("10.0.0.9", T0 + 18 * MIN),
+             client("10.0.0.9", T0 + 16 * MIN), client("10.0.0.9", T0 + 17 * MIN + 59_000),
+             server("10.0.0.6", "api", "i-d", T0 + 18 * MIN), client("10.0.0.6", T0 + 17 * MIN),
+             server("10.0.0.8", "api", "i-e", T0 + 35 * MIN), client("10.0.0.8", T0 + 16 * MIN)]
+    events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+              event(ip="10.0.0.9", workload="api", instance_id="i-b", event_ms=T0 + 20 * MIN),
+              event(ip="10.0.0.6", workload="lb-c", instance_id="c", event_ms=T0),
+              event(ip="10.0.0.6", action="unassign", workload=None, instance_id="c", event_ms=T0 + 19 * MIN),
+              event(ip="10.0.0.6", workload="api", instance_id="i-d", event_ms=T0 + 20 * MIN),
+              event(ip="10.0.0.8", workload="lb-e", instance_id="e", event_ms=T0),
+              event(ip="10.0.0.8", workload="api", instance_id="i-e", event_ms=T0 + 20 * MIN)]
+    got = _attribute(spark, flows, events, margin=M)
+    assert [got[("10.0.0.1", "10.0.0.9", 8080, T0 + t)] for t in (16 * MIN, 17 * MIN + 59_000, 18 * MIN)] == [
+        ("lb-a", "event", None), ("lb-a", "event", None), ("api", "heartbeat", None)]
+    assert got[("10.0.0.1", "10.0.0.6", 8080, T0 + 17 * MIN)] == ("lb-c", "event", None)
+    assert got[("10.0.0.1", "10.0.0.8", 8080, T0 + 16 * MIN)] == (None, "unattributed", "lag margin")
+
+
+def _run_seeded(spark, flows, events, *, from_ms, end_ms, holdings=None):
+    """What the ownership and attribute stages compute for [from_ms, end_ms) from the evidence they read:
+    the events from ``from_ms`` on plus, when given, the holdings an earlier run published open at from_ms
+    (replayed as assigns); else every event. Returns (attribution per record of the span, holdings)."""
+    pad = evidence_pad_ms(P)
+    reach = end_ms + pad + max(P.event_lag_margin_ms, P.lag_margin_cap_ms)
+    ev = events_df(spark, [e for e in events if e["event_ms"] < reach and (holdings is None or e["event_ms"] >= from_ms)])
+    if holdings is not None:
+        ev = ev.unionByName(event_ranges.holdings_as_assigns(holdings, at_ms=from_ms))
+    built = ownership.build(flows_df(spark, [f for f in flows if from_ms - pad <= f["interval_start_ms"] < end_ms + pad]),
+                            ev, params=P, lag_margin_ms=M)
+    span = flows_df(spark, [f for f in flows if from_ms <= f["interval_start_ms"] < end_ms])
+    out = attribute.transform(span, built.ranges.localCheckpoint(), params=P, doubts=built.doubts.localCheckpoint(),
+                              broadcast=True)
+    return ({(r.remote_ip, r.first_start_ms): (r.remote_workload, r.remote_attribution, r.attribution_note)
+             for r in out.collect()}, built.holdings.localCheckpoint())
+
+
+def test_a_handover_dated_by_the_next_holders_sidecar_across_a_run_boundary_agrees_with_one_run(spark):
+    # lb-a's unassign is lost; api's assign at B + 2 min, its sidecar first at B + 1 min. The run before B
+    # publishes lb-a's holding as lasting until then, so the run after B, seeded with it, gives lb-a the
+    # record at B + 30 s as one run over both hours does.
+    flows = [client("10.0.0.9", B - MIN), client("10.0.0.9", B + 30_000),
+             server("10.0.0.9", "api", "i-b", B + MIN), client("10.0.0.9", B + MIN)]
+    events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+              event(ip="10.0.0.9", workload="api", instance_id="i-b", event_ms=B + 2 * MIN)]
+    one, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
+    first, held = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
+    second, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held)
+    assert {**first, **second} == one
+    assert [one[("10.0.0.9", t)] for t in (B - MIN, B + 30_000, B + MIN)] == [
+        ("lb-a", "event", None), ("lb-a", "event", None), ("api", "heartbeat", None)]
 
 # --------------------------------------------------------------------------- window invariance (Spark)
 
