@@ -135,6 +135,16 @@ def quality(edges: list[tuple[str, str, float]], labels: dict[str, str], previou
     }
 
 
+def is_current(quality: DataFrame | None, *, from_ms: int, to_ms: int, weight: str, recomputed_from_ms: int) -> bool:
+    """Whether the published segments need no recompute: gold/segment_quality says they were found on the
+    dependency hours [from_ms, to_ms) with this weight, and this run recomputed no hour before ``to_ms`` (an
+    hour with no traffic leaves the lake's latest hour, and so the window, where it was)."""
+    if quality is None or recomputed_from_ms < to_ms:
+        return False
+    rows = quality.select("computed_from_ms", "computed_to_ms", "weight").collect()
+    return [tuple(r) for r in rows] == [(from_ms, to_ms, weight)]
+
+
 def transform(dependencies: DataFrame, previous_segments: DataFrame, *, params: SegmentationParams,
               from_ms: int, to_ms: int) -> tuple[DataFrame, DataFrame]:
     """(gold/segments, gold/segment_quality) from the dependency rows in [from_ms, to_ms)."""

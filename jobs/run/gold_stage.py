@@ -9,6 +9,8 @@ Each aggregate is a pure transform in :mod:`flowlake.jobs.gold`; this module onl
   capacity_forecast, capacity_forecast_summary): small, rewritten from the latest
   ``lookback`` of the lake (ending at the latest hour in gold/app_dependencies,
   whatever window the run had), so re-running any window gives the same result.
+  A run that leaves that window's hours as they were (an hour with no traffic)
+  leaves the segments as they are (:func:`segments.is_current`).
   The forecasts end at the last UTC midnight (:func:`forecast.fit_until`): they are
   refitted by the first run past a midnight, or by a run that recomputed hours before it.
 """
@@ -79,9 +81,11 @@ def insight_tables(ctx: RunContext) -> None:
         return
     until = latest + HOUR_MS
 
-    if "segments" in enabled:
-        seg = insight.segmentation
-        since = until - seg.lookback_days * DAY_MS
+    seg = insight.segmentation
+    since = until - seg.lookback_days * DAY_MS
+    quality = ctx.read(SEGMENT_QUALITY) if io.exists(ctx.spark, ctx.lake, SEGMENT_QUALITY) else None
+    if "segments" in enabled and not segments.is_current(quality, from_ms=since, to_ms=until, weight=seg.weight,
+                                                         recomputed_from_ms=span.from_ms):
         previous = ctx.read(SEGMENTS)
         found, quality = segments.transform(deps, previous, params=seg, from_ms=since, to_ms=until)
         found = found.localCheckpoint()  # materialised before the previous table is overwritten
@@ -91,6 +95,7 @@ def insight_tables(ctx: RunContext) -> None:
                      ctx.lake, ALLOW_RULES)
         io.overwrite(segments.path_validation(deps, paths=insight.declared_paths, from_ms=since, to_ms=until),
                      ctx.lake, PATH_VALIDATION)
+    if "segments" in enabled:
         lap("segments")
 
     if "forecast" in enabled:

@@ -61,8 +61,14 @@ def test_run_gold_writes_every_table_and_rerun_is_idempotent(spark, tmp_path):
     assert first["capacity_forecast"] == 0
     paths = {r.path: r.status for r in _read(spark, lake, "path_validation").collect()}
     assert paths == {"a-db": "observed", "c-db": "no_traffic"}
+    # an hour with no traffic after them leaves the segments as they were: not even previous_segment is rewritten
+    version = lambda name: spark.sql(f"DESCRIBE HISTORY delta.`{lake.path(table(name))}`").agg({"version": "max"}).first()[0]
+    segment_versions = [version(f"gold/{n}") for n in ("segments", "segment_quality", "allow_rules")]
+    _run_gold(spark, lake, h0_ms=T0 + 3 * HOUR, h1_ms=T0 + 4 * HOUR)
+    assert [version(f"gold/{n}") for n in ("segments", "segment_quality", "allow_rules")] == segment_versions
     # re-run of the last hour only, then of everything: same tables
     ctx = _run_gold(spark, lake, h0_ms=T0 + 2 * HOUR, h1_ms=T0 + 3 * HOUR)
+    assert version("gold/segments") > segment_versions[0]
     rebuild_insight(ctx)
     assert _counts(spark, lake) == first
     daily = _read(spark, lake, "traffic_daily").groupBy().sum("bytes_to_dst").first()[0]

@@ -90,6 +90,18 @@ def test_transform_excludes_external_and_reports_quality(spark):
     assert q.kept_segment_share is None  # no previous run
 
 
+def test_segments_are_current_only_for_the_same_window_and_weight_and_no_earlier_hour_recomputed(spark):
+    _, quality = gs.transform(_deps_for(spark, [("a", "b", 1.0)]), spark.createDataFrame([], gs.SEGMENTS_DDL),
+                              params=PARAMS, from_ms=T0, to_ms=T0 + HOUR)
+    same = dict(from_ms=T0, to_ms=T0 + HOUR, weight=PARAMS.weight)
+    # a quiet hour after the window: the lake's latest hour, and so the window, did not move
+    assert gs.is_current(quality, **same, recomputed_from_ms=T0 + HOUR)
+    assert not gs.is_current(quality, **same, recomputed_from_ms=T0)  # an hour of the window was recomputed
+    assert not gs.is_current(quality, **{**same, "to_ms": T0 + 2 * HOUR}, recomputed_from_ms=T0 + 2 * HOUR)
+    assert not gs.is_current(quality, **{**same, "weight": "bytes"}, recomputed_from_ms=T0 + HOUR)
+    assert not gs.is_current(None, **same, recomputed_from_ms=T0 + HOUR)  # none published yet
+
+
 def test_transform_on_empty_window_gives_empty_segments(spark):
     previous = spark.createDataFrame([], gs.SEGMENTS_DDL)
     segments, quality = gs.transform(_deps_for(spark, [("a", "b", 1.0)]), previous, params=PARAMS,

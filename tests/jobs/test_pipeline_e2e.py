@@ -18,6 +18,7 @@ from flowlake.jobs.quality import evaluate as ev
 from tests import lakehelp as lk
 from flowlake.jobs.config import load_jobs_config
 from flowlake.jobs.run.pipeline import run
+from flowlake.jobs.silver import attribute
 from flowlake.timeutil import parse_utc
 from flowlake.sim.core import simulate
 from flowlake.sim.params import SimParams
@@ -52,7 +53,7 @@ def _snapshot(spark, lake_root):
 
 
 def test_pipeline_attributes_a_fleet_with_no_loss_and_no_misattribution_and_reruns_idempotently(
-        spark, fleet, one_shot_lake, one_shot):
+        spark, fleet, one_shot_lake, one_shot, monkeypatch):
     raw, (lake_root, report) = str(fleet / "raw"), one_shot_lake
     config = load_jobs_config()
     assert report.flows.quarantined == [] and report.events.quarantined == []
@@ -71,6 +72,18 @@ def test_pipeline_attributes_a_fleet_with_no_loss_and_no_misattribution_and_reru
     after = _snapshot(spark, lake_root)
     for table in TABLES:
         assert_df_equality(before[table], after[table], ignore_row_order=True, ignore_nullable=True)
+
+    # the next hour has no traffic: the attribute stage does no lookup (the quiet path), still gates what it
+    # publishes, and leaves the attributed records as they were
+    def no_lookup(*_args, **_kwargs):
+        raise AssertionError("a quiet hour ran the attribution lookup")
+
+    monkeypatch.setattr(attribute, "transform", no_lookup)
+    quiet = run(spark, raw_root=raw, lake_root=lake_root, start_ms=T + 2 * H, end_ms=T + 3 * H, config=config)
+    assert quiet.by_attribution == {} and any(line.startswith("quality attribute:") for line in quiet.quality)
+    later = _snapshot(spark, lake_root)
+    for table in ("silver/flows_attributed", "silver/ports_seen", "gold/app_dependencies"):
+        assert_df_equality(after[table], later[table], ignore_row_order=True, ignore_nullable=True)
 
 
 def test_hour_by_hour_stage_by_stage_with_late_data_equals_one_window(spark, fleet, one_shot, tmp_path):
