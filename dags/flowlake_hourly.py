@@ -8,11 +8,21 @@ task or a re-run DAG run redoes the same window idempotently. A failed
 blocking quality check fails its task (exit 3): gold is not published.
 max_active_runs=1 keeps one writer per lake (the pipeline's lock enforces it too).
 
+Catching up: an interval the scheduler missed (Airflow down, the DAG paused) is
+not skipped. With catchup on (the default), the scheduler runs every interval
+from FLOWLAKE_DAG_START on, oldest first and one at a time, each reading what the
+one before published. Set FLOWLAKE_DAG_START to the first hour this lake should
+hold: catchup starts there. To catch up days at once, pause the DAG and run
+`flowlake pipeline backfill` (one Spark application for the whole range, whole
+windows skipped), then unpause: the DAG's runs for those intervals redo them
+idempotently (the same tables); mark them successful in Airflow to skip that.
+
 Settings (environment of the Airflow workers):
   FLOWLAKE_RAW_ROOT, FLOWLAKE_LAKE_ROOT  raw and lake roots (folders or s3://bucket/prefix)
   FLOWLAKE_BIN                           the flowlake executable (default: <repo>/.venv/bin/flowlake)
   FLOWLAKE_DAG_START                     first data interval, ISO-8601 (default 2025-06-02T00:00:00Z)
   FLOWLAKE_DAG_RETRIES                   retries per task (default 2)
+  FLOWLAKE_DAG_CATCHUP                   run missed intervals, oldest first (default true)
 plus the usual AWS_* variables for S3 and FLOWLAKE_SPARK_MASTER for a cluster.
 """
 
@@ -53,7 +63,7 @@ with DAG(
     description="flowlake: raw flow logs -> attributed Delta tables, hourly",
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=START,
-    catchup=False,
+    catchup=os.environ.get("FLOWLAKE_DAG_CATCHUP", "true").strip().lower() in ("1", "true", "yes"),
     max_active_runs=1,
     default_args={"retries": int(os.environ.get("FLOWLAKE_DAG_RETRIES", "2")),
                   "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},

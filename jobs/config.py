@@ -56,6 +56,13 @@ class AttributionParams(BaseModel):
     def _floor_below_cap(self) -> "AttributionParams":
         if self.lag_margin_floor_ms > self.lag_margin_cap_ms:
             raise ValueError("attribution.lag_margin_floor_ms must be <= attribution.lag_margin_cap_ms")
+        widest = max(self.lag_margin_cap_ms, self.event_lag_margin_ms)
+        if widest > self.heartbeat_max_gap_ms:
+            # the evidence a run reads beyond its span (max gap + 2 tolerances) must cover a whole lag-margin
+            # doubt, or runs over different windows could date a handover differently (successor.py)
+            raise ValueError(f"attribution.lag_margin_cap_ms and event_lag_margin_ms ({widest} ms) must be <= "
+                             f"attribution.heartbeat_max_gap_ms ({self.heartbeat_max_gap_ms} ms): raise the gap "
+                             "or lower the margins")
         return self
 
 

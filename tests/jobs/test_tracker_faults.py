@@ -7,6 +7,7 @@ guards with their notes end to end (ownership + attribution, Spark).
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from flowlake.jobs.config import AttributionParams
 from flowlake.jobs.silver import attribute, event_ranges, guards, ownership
@@ -389,6 +390,16 @@ def test_the_next_holders_sidecar_dates_the_handover_and_the_old_holder_keeps_th
         ("lb-a", "event", None), ("lb-a", "event", None), ("api", "heartbeat", None)]
     assert got[("10.0.0.1", "10.0.0.6", 8080, T0 + 17 * MIN)] == ("lb-c", "event", None)
     assert got[("10.0.0.1", "10.0.0.8", 8080, T0 + 16 * MIN)] == (None, "unattributed", "lag margin")
+
+
+def test_a_lag_margin_wider_than_the_evidence_a_run_reads_beyond_its_span_is_refused():
+    # a run reads heartbeats max gap + 2 tolerances beyond its span: a wider doubt could be dated differently
+    # by runs over different windows
+    with pytest.raises(ValueError, match="heartbeat_max_gap_ms"):
+        AttributionParams(lag_margin_cap_ms=20 * MIN, heartbeat_max_gap_ms=15 * MIN)
+    with pytest.raises(ValueError, match="heartbeat_max_gap_ms"):
+        AttributionParams(event_lag_margin_ms=20 * MIN, heartbeat_max_gap_ms=15 * MIN)
+    assert AttributionParams(lag_margin_cap_ms=15 * MIN, heartbeat_max_gap_ms=15 * MIN)
 
 
 def _run_seeded(spark, flows, events, *, from_ms, end_ms, holdings=None):
