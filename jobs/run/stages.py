@@ -24,6 +24,7 @@ from flowlake.jobs.run.maintain import maintain_stage
 from flowlake.jobs.run.stage_names import STAGE_NAMES
 from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, guards, ownership
+from flowlake.jobs.silver.doubts import NOTE_SILENT_SIDECAR
 from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
 from flowlake.jobs.silver.event_ranges import event_rows_df, holdings_as_assigns
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
@@ -126,7 +127,12 @@ def ownership_stage(ctx: RunContext) -> None:
     ctx.echo("  ownership: " + lag_summary(shown))
     held = event_rows_df(seeded, lag_margin_ms=params.event_lag_margin_ms, stale_after_ms=None,
                          margins=margins(hourly, params=params)).localCheckpoint()
-    ranges, conflicts, doubts, holdings = ownership.build_from_rows(evidence, held, params=params)
+    # silences earlier runs found, still open at the span's start: its evidence may no longer show the sidecar
+    silent_since = ctx.read(OWNERSHIP_DOUBTS).where(
+        (F.col("reason") == NOTE_SILENT_SIDECAR) & (F.col("valid_from_ms") < span.from_ms)
+        & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms)).select("ip", F.col("valid_from_ms").alias("since_ms"))
+    ranges, conflicts, doubts, holdings = ownership.build_from_rows(evidence, held, params=params,
+                                                                    silent_since=silent_since)
     # nothing published beyond this window: holdings reaching past its end stay open
     open_end = runs.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}

@@ -26,3 +26,31 @@ def disjoint_doubts(doubts: DataFrame) -> DataFrame:
     merged = merge_adjacent(best, key="ip", same=["reason"])
     return merged.select("ip", F.col("valid_from").alias("valid_from_ms"),
                          F.when(F.col("valid_to") != OPEN_END, F.col("valid_to")).alias("valid_to_ms"), "reason")
+
+
+def silent_sidecar(ranges: DataFrame, runs: DataFrame, *,
+                   silent_since: DataFrame | None = None) -> tuple[DataFrame, DataFrame]:
+    """(kept, silent) for the ``guard: silent sidecar``: event ranges (with ip, workload, instance_id) of
+    holders whose own sidecar reports on the ip, cut at their last heartbeat there (holes between heartbeat
+    runs are late or lost files, not a gone holder), and the silence after it as doubt rows (ip,
+    valid_from_ms, valid_to_ms, reason).
+
+    ``silent_since`` (ip, since_ms): the silences earlier runs published still open at this run's start
+    (their ``guard: silent sidecar`` doubts). The holder of a range that began by ``since_ms`` went quiet
+    then, though this run's evidence, a pad beyond its span, may no longer show its sidecar: without this,
+    an hourly run would take it for a holder without one and keep its range, where one run over both
+    hours finds the silence."""
+    holder = ["ip", "workload", "instance_id"]
+    marked = ranges.join(runs.groupBy(*holder).agg(F.max("valid_to_ms").alias("_hb_last")), holder, "left")
+    if silent_since is not None:
+        since = silent_since.select(F.col("ip").alias("_sip"), F.col("since_ms").alias("_since"))
+        marked = (marked.join(F.broadcast(since), (F.col("ip") == F.col("_sip"))
+                              & (F.col("valid_from_ms") <= F.col("_since")), "left")
+                  .withColumn("_hb_last", F.greatest("_hb_last", "_since")).drop("_sip", "_since"))
+    last, to = F.col("_hb_last"), F.coalesce("valid_to_ms", F.lit(OPEN_END))
+    silent = marked.where(last.isNotNull() & (to > last)).select(
+        "ip", F.greatest("valid_from_ms", last).alias("valid_from_ms"), "valid_to_ms",
+        F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
+    kept = marked.where(last.isNull() | (last > F.col("valid_from_ms"))).withColumn(
+        "valid_to_ms", F.when(last.isNull() | (to <= last), F.col("valid_to_ms")).otherwise(last))
+    return kept.drop("_hb_last"), silent

@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 
 from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
-from flowlake.jobs.silver.doubts import NOTE_CONFLICT, NOTE_SILENT_SIDECAR, disjoint_doubts
+from flowlake.jobs.silver.doubts import NOTE_CONFLICT, disjoint_doubts, silent_sidecar
 from flowlake.jobs.silver.event_ranges import EVENT_RANGE_COLUMNS, KIND_DOUBT, KIND_RANGE, Margins, event_rows_df
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
 from flowlake.jobs.silver.successor import date_by_successor
@@ -191,7 +191,8 @@ class Ownership(NamedTuple):
 
 
 def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None,
-          stale_after_ms: int | None = None, margins: Margins | None = None) -> Ownership:
+          stale_after_ms: int | None = None, margins: Margins | None = None,
+          silent_since: DataFrame | None = None) -> Ownership:
     """Ownership ranges, heartbeat conflicts and doubt ranges.
 
     ``flows`` are bronze rows (the heartbeats: give the window padded by
@@ -204,29 +205,21 @@ def build(flows: DataFrame, events: DataFrame, *, params: AttributionParams, lag
     """
     margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
     rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=stale_after_ms, margins=margins)
-    return build_from_rows(flows, rows.localCheckpoint(), params=params)  # few rows, read by ranges and doubts
+    # few rows, read by ranges and doubts: computed once
+    return build_from_rows(flows, rows.localCheckpoint(), params=params, silent_since=silent_since)
 
 
-def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams) -> Ownership:
+def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionParams,
+                    silent_since: DataFrame | None = None) -> Ownership:
     """:func:`build` from event rows already computed (EVENT_ROWS_DDL: the tracker's holdings before the
-    heartbeat cut, and its doubts)."""
+    heartbeat cut, and its doubts); ``silent_since``: see :func:`~flowlake.jobs.silver.doubts.silent_sidecar`."""
     # runs are few but come from every record: computed once (checkpointed: a persist() lived all session)
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).localCheckpoint()
     # a lag-margin doubt ends where the next holder's own sidecar shows it: before that, it is the old holder's
     rows = date_by_successor(rows, runs, horizon_ms=params.heartbeat_max_gap_ms).localCheckpoint()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
-    holder = ["ip", "workload", "instance_id"]
-    # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there
-    # (holes between its heartbeat runs are late or lost files, not a gone holder); after it, silence
-    last = F.col("_hb_last")
-    marked = rows.where(F.col("row_kind") == KIND_RANGE).join(
-        runs.groupBy(*holder).agg(F.max("valid_to_ms").alias("_hb_last")), holder, "left")
-    to = F.coalesce("valid_to_ms", F.lit(OPEN_END))
-    silent = marked.where(last.isNotNull() & (to > last)).select(
-        "ip", F.greatest("valid_from_ms", last).alias("valid_from_ms"), "valid_to_ms",
-        F.lit(NOTE_SILENT_SIDECAR).alias("reason"))
-    kept = marked.where(last.isNull() | (last > F.col("valid_from_ms"))).withColumn(
-        "valid_to_ms", F.when(last.isNull() | (to <= last), F.col("valid_to_ms")).otherwise(last))
+    # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there only
+    kept, silent = silent_sidecar(rows.where(F.col("row_kind") == KIND_RANGE), runs, silent_since=silent_since)
     ev = cut_events_by_heartbeats(kept.select(*EVENT_RANGE_COLUMNS), runs).select(
         "ip", "workload", "valid_from_ms", "valid_to_ms", F.lit(SOURCE_EVENT).alias("source"),
         "instance_id", "kind", "region", "availability_zone",

@@ -402,22 +402,22 @@ def test_a_lag_margin_wider_than_the_evidence_a_run_reads_beyond_its_span_is_ref
     assert AttributionParams(lag_margin_cap_ms=15 * MIN, heartbeat_max_gap_ms=15 * MIN)
 
 
-def _run_seeded(spark, flows, events, *, from_ms, end_ms, holdings=None):
+def _run_seeded(spark, flows, events, *, from_ms, end_ms, holdings=None, silent_since=None):
     """What the ownership and attribute stages compute for [from_ms, end_ms) from the evidence they read:
     the events from ``from_ms`` on plus, when given, the holdings an earlier run published open at from_ms
-    (replayed as assigns); else every event. Returns (attribution per record of the span, holdings)."""
+    (replayed as assigns); else every event. Returns (attribution per record of the span, holdings, doubts)."""
     pad = evidence_pad_ms(P)
     reach = end_ms + pad + max(P.event_lag_margin_ms, P.lag_margin_cap_ms)
     ev = events_df(spark, [e for e in events if e["event_ms"] < reach and (holdings is None or e["event_ms"] >= from_ms)])
     if holdings is not None:
         ev = ev.unionByName(event_ranges.holdings_as_assigns(holdings, at_ms=from_ms))
     built = ownership.build(flows_df(spark, [f for f in flows if from_ms - pad <= f["interval_start_ms"] < end_ms + pad]),
-                            ev, params=P, lag_margin_ms=M)
+                            ev, params=P, lag_margin_ms=M, silent_since=silent_since)
     span = flows_df(spark, [f for f in flows if from_ms <= f["interval_start_ms"] < end_ms])
-    out = attribute.transform(span, built.ranges.localCheckpoint(), params=P, doubts=built.doubts.localCheckpoint(),
-                              broadcast=True)
+    doubts = built.doubts.localCheckpoint()
+    out = attribute.transform(span, built.ranges.localCheckpoint(), params=P, doubts=doubts, broadcast=True)
     return ({(r.remote_ip, r.first_start_ms): (r.remote_workload, r.remote_attribution, r.attribution_note)
-             for r in out.collect()}, built.holdings.localCheckpoint())
+             for r in out.collect()}, built.holdings.localCheckpoint(), doubts)
 
 
 def test_a_handover_dated_by_the_next_holders_sidecar_across_a_run_boundary_agrees_with_one_run(spark):
@@ -428,12 +428,29 @@ def test_a_handover_dated_by_the_next_holders_sidecar_across_a_run_boundary_agre
              server("10.0.0.9", "api", "i-b", B + MIN), client("10.0.0.9", B + MIN)]
     events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
               event(ip="10.0.0.9", workload="api", instance_id="i-b", event_ms=B + 2 * MIN)]
-    one, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
-    first, held = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
-    second, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held)
+    one, _, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
+    first, held, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
+    second, _, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held)
     assert {**first, **second} == one
     assert [one[("10.0.0.9", t)] for t in (B - MIN, B + 30_000, B + MIN)] == [
         ("lb-a", "event", None), ("lb-a", "event", None), ("api", "heartbeat", None)]
+
+
+def test_a_silence_an_earlier_run_found_still_guards_a_run_whose_evidence_no_longer_shows_the_sidecar(spark):
+    # api (sidecar) holds 10.0.0.9 from T0, its last heartbeat at T0+5min; its unassign and the next holder's
+    # assign are lost. The run after B reads heartbeats from B - pad only: api's sidecar is out of its sight.
+    # The silence the run before B published (open at B) tells it that traffic at B+10min is not api's.
+    flows = [server("10.0.0.9", "api", "i-a", T0 + 5 * MIN), client("10.0.0.9", T0 + 5 * MIN),
+             client("10.0.0.9", B + 10 * MIN)]
+    events = [event(ip="10.0.0.9", workload="api", instance_id="i-a", event_ms=T0)]
+    one, _, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
+    _, held, doubts = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
+    silences = doubts.where((doubts.reason == "guard: silent sidecar") & (doubts.valid_from_ms < B)
+                            & doubts.valid_to_ms.isNull()).selectExpr("ip", "valid_from_ms AS since_ms")
+    second, _, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held,
+                               silent_since=silences)
+    assert one[("10.0.0.9", B + 10 * MIN)] == second[("10.0.0.9", B + 10 * MIN)] == (
+        None, "unattributed", "guard: silent sidecar")
 
 # --------------------------------------------------------------------------- window invariance (Spark)
 
