@@ -81,21 +81,21 @@ def insight_tables(ctx: RunContext) -> None:
         return
     until = latest + HOUR_MS
 
-    seg = insight.segmentation
-    since = until - seg.lookback_days * DAY_MS
-    quality = ctx.read(SEGMENT_QUALITY) if io.exists(ctx.spark, ctx.lake, SEGMENT_QUALITY) else None
-    if "segments" in enabled and not segments.is_current(quality, from_ms=since, to_ms=until, weight=seg.weight,
-                                                         recomputed_from_ms=span.from_ms):
-        previous = ctx.read(SEGMENTS)
-        found, quality = segments.transform(deps, previous, params=seg, from_ms=since, to_ms=until)
-        found = found.localCheckpoint()  # materialised before the previous table is overwritten
-        io.overwrite(found, ctx.lake, SEGMENTS)
-        io.overwrite(quality, ctx.lake, SEGMENT_QUALITY)
-        io.overwrite(segments.allow_rules(deps.where(span.where(APP_DEPENDENCIES, (since, until))), found),
-                     ctx.lake, ALLOW_RULES)
-        io.overwrite(segments.path_validation(deps, paths=insight.declared_paths, from_ms=since, to_ms=until),
-                     ctx.lake, PATH_VALIDATION)
     if "segments" in enabled:
+        seg = insight.segmentation
+        since = until - seg.lookback_days * DAY_MS
+        published = ctx.read(SEGMENT_QUALITY) if io.exists(ctx.spark, ctx.lake, SEGMENT_QUALITY) else None
+        if not segments.is_current(published, from_ms=since, to_ms=until, weight=seg.weight,
+                                   recomputed_from_ms=span.from_ms):
+            previous = ctx.read(SEGMENTS)
+            found, quality = segments.transform(deps, previous, params=seg, from_ms=since, to_ms=until)
+            found = found.localCheckpoint()  # materialised before the previous table is overwritten
+            io.overwrite(found, ctx.lake, SEGMENTS)
+            io.overwrite(quality, ctx.lake, SEGMENT_QUALITY)
+            io.overwrite(segments.allow_rules(deps.where(span.where(APP_DEPENDENCIES, (since, until))), found),
+                         ctx.lake, ALLOW_RULES)
+            io.overwrite(segments.path_validation(deps, paths=insight.declared_paths, from_ms=since, to_ms=until),
+                         ctx.lake, PATH_VALIDATION)
         lap("segments")
 
     if "forecast" in enabled:

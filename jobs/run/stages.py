@@ -130,7 +130,8 @@ def ownership_stage(ctx: RunContext) -> None:
     # silences earlier runs found, still open at the span's start: its evidence may no longer show the sidecar
     silent_since = ctx.read(OWNERSHIP_DOUBTS).where(
         (F.col("reason") == NOTE_SILENT_SIDECAR) & (F.col("valid_from_ms") < span.from_ms)
-        & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms)).select("ip", F.col("valid_from_ms").alias("since_ms"))
+        & (F.coalesce("valid_to_ms", F.lit(OPEN_END)) > span.from_ms)
+    ).select("ip", F.col("valid_from_ms").alias("since_ms"))
     ranges, conflicts, doubts, holdings = ownership.build_from_rows(evidence, held, params=params,
                                                                     silent_since=silent_since)
     # nothing published beyond this window: holdings reaching past its end stay open
