@@ -28,8 +28,11 @@ from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.lock import LakeLock
 from flowlake.jobs.run.span import Span
 from flowlake.jobs.run.stage_names import DEFAULT_STAGES, STAGE_NAMES
+from flowlake.contracts import ACTION_UNASSIGN
+from flowlake.jobs.silver.orphans import orphan_reach
 from flowlake.jobs.silver.ownership import evidence_pad_ms
-from flowlake.lake import INGESTED_FILES, RUNS, Lake
+from flowlake.jobs.silver.tracker_lag import lookback_ms
+from flowlake.lake import BRONZE_IP_EVENTS, INGESTED_FILES, IP_EVENT_HOLDINGS, RUNS, Lake
 from flowlake.spark import configure_storage, require_s3
 from flowlake.storage import is_s3
 from flowlake.timeutil import HOUR_MS, floor_to, iso
@@ -96,11 +99,38 @@ def ingest_results_from_log(ctx: RunContext) -> tuple[ingest.IngestResult, inges
     return out[0], out[1]
 
 
+def orphan_reach_ms(ctx: RunContext) -> int | None:
+    """Where the earliest range an unknown holder's unassign may cut began (:mod:`flowlake.jobs.silver.orphans`),
+    among the unassigns this run's ownership meets: those of its window and what its margins reach past it,
+    and those it ingested late. None: no such unassign."""
+    params, floor_ms = ctx.config.attribution, _floor_ms(ctx)
+    within = lookback_ms(params)
+    reach_end = ctx.end_ms + evidence_pad_ms(params) + max(params.event_lag_margin_ms, params.lag_margin_cap_ms)
+    events = ctx.read(BRONZE_IP_EVENTS)
+    mine = (ctx.read(INGESTED_FILES).where((F.col("run_id") == ctx.run_id) & (F.col("kind") == KIND_EVENTS))
+            .select("source_file", F.lit(True).alias("_mine")))
+    unassigns = (events.where((F.col("action") == ACTION_UNASSIGN) & (F.col("event_ms") >= floor_ms)
+                              & (F.col("event_ms") < reach_end))
+                 .join(F.broadcast(mine), "source_file", "left")
+                 .where((F.col("event_ms") >= ctx.start_ms) | F.col("_mine").isNotNull())).localCheckpoint()
+    if not unassigns.take(1):
+        return None
+    ips = unassigns.select("ip").distinct()
+    known = events.where((F.col("event_ms") >= floor_ms - within) & (F.col("event_ms") < reach_end)).join(
+        ips, "ip", "left_semi")
+    return orphan_reach(unassigns, known, ctx.read(IP_EVENT_HOLDINGS).join(ips, "ip", "left_semi"),
+                        seen_within_ms=within, cap_ms=params.lag_margin_cap_ms).agg(F.min("reach_ms")).first()[0]
+
+
+def _floor_ms(ctx: RunContext) -> int:
+    return ctx.start_ms - ctx.config.ingest.late_arrival_lookback_hours * HOUR_MS
+
+
 def plan_span(ctx: RunContext, *, late_ms: list[int | None]) -> Span:
     """The run's span: the window, reaching back to the earliest late data this run ingested when an
     earlier run (within the late-arrival lookback) already published that time."""
     start_ms = ctx.start_ms
-    floor_ms = start_ms - ctx.config.ingest.late_arrival_lookback_hours * HOUR_MS
+    floor_ms = _floor_ms(ctx)
     from_ms = start_ms
     late = [t for t in late_ms if t is not None and t < start_ms]
     if late:
@@ -155,7 +185,7 @@ def _run_locked(ctx: RunContext, stages: tuple[str, ...]) -> RunReport:
         if stage.needs_span and ctx.span is None:
             flows, events = ctx.results.get("ingest") or ingest_results_from_log(ctx)
             ctx.results["ingest"] = (flows, events)
-            ctx.span = plan_span(ctx, late_ms=[flows.min_time_ms, events.min_time_ms])
+            ctx.span = plan_span(ctx, late_ms=[flows.min_time_ms, events.min_time_ms, orphan_reach_ms(ctx)])
         ctx.echo(f"{name}: started")
         began, jobs_before = time.monotonic(), _spark_jobs(ctx)
         stage.run(ctx)

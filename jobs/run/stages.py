@@ -26,7 +26,8 @@ from flowlake.contracts import IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, guards, ownership
 from flowlake.jobs.silver.doubts import NOTE_SILENT_SIDECAR
 from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
-from flowlake.jobs.silver.event_ranges import event_rows_df, holdings_as_assigns
+from flowlake.jobs.silver.event_ranges import event_rows_df
+from flowlake.jobs.silver.seed import holdings_as_assigns, seen_before
 from flowlake.jobs.silver.ranges import OPEN_END, splice, touching, touching_predicate
 from flowlake.jobs.silver.tracker_lag import (
     hourly_lag_from_pairs, lag_summary, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
@@ -110,7 +111,9 @@ def ownership_stage(ctx: RunContext) -> None:
     seeded = events
     if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
         events = events.where(F.col("event_ms") >= span.from_ms)
-        seeded = events.unionByName(holdings_as_assigns(ctx.read(IP_EVENT_HOLDINGS), at_ms=span.from_ms))
+        holdings = ctx.read(IP_EVENT_HOLDINGS)
+        seeded = events.unionByName(holdings_as_assigns(holdings, at_ms=span.from_ms)).unionByName(
+            seen_before(all_events, holdings, at_ms=span.from_ms, within_ms=lookback_ms(params)))
     # margins per hour, each from its own lookback window: the lag pairs of the span's hours from bronze
     # (records with first_start_ms in [lo, hi) have interval_start_ms in [lo - 1h, hi): an interval is
     # shorter than an hour), those of the lookback before them as earlier runs kept them
@@ -126,7 +129,7 @@ def ownership_stage(ctx: RunContext) -> None:
     shown = [hourly[h] for h in reads.hours if h >= span.hour_from_ms]
     ctx.echo("  ownership: " + lag_summary(shown))
     held = event_rows_df(seeded, lag_margin_ms=params.event_lag_margin_ms, stale_after_ms=None,
-                         margins=margins(hourly, params=params)).localCheckpoint()
+                         margins=margins(hourly, params=params), seen_within_ms=lookback_ms(params)).localCheckpoint()
     # silences earlier runs found, still open at the span's start: its evidence may no longer show the sidecar
     silent_since = ctx.read(OWNERSHIP_DOUBTS).where(
         (F.col("reason") == NOTE_SILENT_SIDECAR) & (F.col("valid_from_ms") < span.from_ms)

@@ -22,10 +22,20 @@ workload could have taken the address.
 * A lag-margin doubt right after the range it cut names the assign's holder
   (``next_*``); where that holder's sidecar shows when it arrived, the doubt is
   dated (:mod:`flowlake.jobs.silver.successor`).
-* An unassign naming an instance that never held the address before (its
-  assign was lost) after more than ``M`` of A's holding: another holder came
-  after A, so A's range ends there; and past a high quantile of holding
-  lifetimes it ends earlier, the rest is doubt (``guard: stale range``).
+* An unassign at ``u`` naming an instance that did not hold the address within
+  ``seen_within_ms`` before (its assign was lost), after more than ``M`` of A's
+  holding: another holder C came after A (a double loss). C released by ``u``
+  and held for at most the lifetime bound ``L`` (a high quantile of holding
+  lifetimes), so it began no earlier than ``u - M - L``; A, also held at most
+  ``L``, keeps ``[a, min(a + L, u - M - L))`` and the rest up to ``u`` is doubt
+  (``guard: stale range``). Without a bound, C could have begun at any time
+  after A's assign: all of A's range is doubt. A run that ingests such an
+  unassign recomputes back to A's start (:mod:`flowlake.jobs.silver.orphans`).
+* An instance counts as seen on the address at its own events and where a
+  range of it ends. ``seen`` rows (``ACTION_SEEN``) only say that, before
+  the events a run replays: a run seeded from published holdings passes the
+  events and holding ends of ``seen_within_ms`` before its span that way
+  (:mod:`flowlake.jobs.silver.seed`).
 """
 
 from __future__ import annotations
@@ -37,7 +47,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
-from flowlake.jobs.config import AttributionParams
 from flowlake.lake import IP_EVENT_HOLDINGS
 from flowlake.timeutil import HOUR_MS, floor_to
 
@@ -46,6 +55,7 @@ KIND_RANGE = "range"
 KIND_DOUBT = "doubt"
 NOTE_LAG_MARGIN = "lag margin"
 NOTE_STALE_RANGE = "guard: stale range"
+ACTION_SEEN = "seen"  # not a tracker action: an earlier event of the instance, before the events replayed
 EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
 EVENT_RANGE_COLUMNS = [c.split()[0] for c in EVENT_RANGE_DDL.split(", ")]
 # ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`); a lag-margin
@@ -93,39 +103,36 @@ def event_ranges_for_ip(events: pd.DataFrame, *, lag_margin_ms: int,
     return _range_frame([r for r in rows if r["row_kind"] == KIND_RANGE])
 
 
-def event_doubts_for_ip(events: pd.DataFrame, *, lag_margin_ms: int,
-                        stale_after_ms: int | None = None) -> pd.DataFrame:
-    """The doubt rows (ip, valid_from_ms, valid_to_ms, note) of one ip's events."""
-    rows = event_rows(events, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)
-    return _range_frame([r for r in rows if r["row_kind"] == KIND_DOUBT], EVENT_ROWS_DDL)[
-        ["ip", "valid_from_ms", "valid_to_ms", "note"]]
-
-
-def event_range_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None) -> list[dict]:
-    """The rows of :func:`event_ranges_for_ip` as dicts."""
-    return [r for r in event_rows(events, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms)
-            if r["row_kind"] == KIND_RANGE]
-
-
 def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None = None,
-               margins: Margins | None = None) -> list[dict]:
+               margins: Margins | None = None, seen_within_ms: int | None = None) -> list[dict]:
     """Ranges and doubts (EVENT_ROWS_DDL dicts) of one ip, by the rules of the module doc.
 
     ``stale_after_ms``: a holding longer than this whose end another holder's
     unassign proves is only trusted this long (None: no such guard).
     ``margins``: per-hour margin and stale bound, looked up at each event
     (overrides ``lag_margin_ms`` and ``stale_after_ms``).
+    ``seen_within_ms``: an instance counts as having held the address if it had an event on it this
+    long before (None: ever, among ``events``).
     """
     order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
     order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
     m = lag_margin_ms
     out: list[dict] = []
     current: dict | None = None
-    seen: set[str | None] = set()  # instances that held the address (by an assign)
+    seen: dict[str | None, int] = {}  # instances that held the address -> their latest event's ms
+
+    def unseen(inst: str | None, at: int) -> bool:
+        last = seen.get(inst)
+        return last is None or (seen_within_ms is not None and last < at - seen_within_ms)
+
+    def mark(inst: str | None, at: int) -> None:
+        seen[inst] = max(at, seen.get(inst, at))
     # the last holding ended by its own unassign, while no event followed: (row in out, unassign ms)
     released: tuple[dict, int] | None = None
 
     def emit(holding: dict, end: int | None) -> dict | None:
+        if end is not None:
+            mark(holding["instance_id"], end)  # it held the address until then
         if end is not None and end <= holding["valid_from_ms"]:
             return None
         row = {**holding, "valid_to_ms": end, "row_kind": KIND_RANGE, "note": None, "next_workload": None,
@@ -143,6 +150,9 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
 
     for ev in order.itertuples(index=False):
         inst, workload, at = text_or_none(ev.instance_id), text_or_none(ev.workload), int(ev.event_ms)
+        if ev.action == ACTION_SEEN:
+            mark(inst, at)
+            continue
         if margins is not None:
             m, stale_after_ms = margins.at(at)
         if ev.action == ACTION_ASSIGN:
@@ -181,7 +191,7 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                 "region": text_or_none(ev.region), "availability_zone": text_or_none(ev.availability_zone),
                 "valid_from_ms": int(start),
             }
-            seen.add(inst)
+            mark(inst, at)
             released = None
         elif ev.action == ACTION_UNASSIGN:
             if current is not None and (inst is None or current["instance_id"] is None
@@ -189,18 +199,19 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                 row = emit(current, at)
                 released = (row, at) if row is not None else None
                 current = None
-            elif current is not None and inst not in seen and at - current["valid_from_ms"] > m:
-                # the unassign of a holder whose assign was lost, after ours: it came after our holder
-                end = at
-                if stale_after_ms is not None and at - current["valid_from_ms"] > stale_after_ms:
-                    end = current["valid_from_ms"] + stale_after_ms
-                    doubt(ev.ip, end, at, NOTE_STALE_RANGE)
+            elif current is not None and unseen(inst, at) and at - current["valid_from_ms"] > m:
+                # the unassign of a holder whose assign was lost, after ours: it held at most a lifetime
+                # before its release (>= at - m); without a lifetime bound, any time after our start
+                start = current["valid_from_ms"]
+                end = start if stale_after_ms is None else max(
+                    start, min(start + stale_after_ms, at - m - stale_after_ms))
+                doubt(ev.ip, end, at, NOTE_STALE_RANGE)
                 emit(current, end)
                 current, released = None, None
-                seen.add(inst)
-            elif current is None and inst not in seen:
-                released, _ = None, seen.add(inst)  # an unseen holder came after the last release
+            elif current is None and unseen(inst, at):
+                released = None  # an unseen holder came after the last release
             # else: the unassign of an earlier holder arriving after the next assign (reordered lag): ignored
+            mark(inst, at)
     if current is not None:
         emit(current, None)
     return out
@@ -220,30 +231,13 @@ def per_ip_bucket(events: DataFrame, fn, schema: str) -> DataFrame:
 
 
 def event_rows_df(events: DataFrame, *, lag_margin_ms: int, stale_after_ms: int | None,
-                  margins: Margins | None = None) -> DataFrame:
-    """Ranges and doubts (EVENT_ROWS_DDL) of every ip's events (``margins``: see :func:`event_rows`)."""
+                  margins: Margins | None = None, seen_within_ms: int | None = None) -> DataFrame:
+    """Ranges and doubts (EVENT_ROWS_DDL) of every ip's events (``margins``, ``seen_within_ms``: see
+    :func:`event_rows`)."""
     def per_bucket(pdf: pd.DataFrame) -> pd.DataFrame:
         rows = [r for _, g in pdf.groupby("ip", sort=False)
-                for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms, margins=margins)]
+                for r in event_rows(g, lag_margin_ms=lag_margin_ms, stale_after_ms=stale_after_ms, margins=margins,
+                                    seen_within_ms=seen_within_ms)]
         return _range_frame(rows, EVENT_ROWS_DDL)
 
     return per_ip_bucket(dedup_events(events), per_bucket, EVENT_ROWS_DDL)
-
-
-def event_ranges(events: DataFrame, *, params: AttributionParams, lag_margin_ms: int | None = None) -> DataFrame:
-    """Holding ranges (EVENT_RANGE_DDL) from assignment events (see module doc)."""
-    margin = params.event_lag_margin_ms if lag_margin_ms is None else lag_margin_ms
-    rows = event_rows_df(events, lag_margin_ms=margin, stale_after_ms=None)
-    return rows.where(F.col("row_kind") == KIND_RANGE).drop("row_kind", "note")
-
-
-def holdings_as_assigns(holdings: DataFrame, *, at_ms: int) -> DataFrame:
-    """Event holdings open across ``at_ms`` as the assign events that started them (the contract's event
-    columns): a run that reads only the events from ``at_ms`` on starts from the holdings earlier runs
-    published instead of every event ever ingested."""
-    open_then = holdings.where((F.col("valid_from_ms") < at_ms)
-                               & (F.col("valid_to_ms").isNull() | (F.col("valid_to_ms") > at_ms)))
-    return open_then.select(
-        F.col("valid_from_ms").alias("event_ms"), F.col("valid_from_ms").alias("published_ms"), "ip",
-        F.lit(ACTION_ASSIGN).alias("action"), "workload", "instance_id", "kind", "region", "availability_zone",
-    )

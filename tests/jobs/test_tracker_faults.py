@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from flowlake.jobs.config import AttributionParams
-from flowlake.jobs.silver import attribute, event_ranges, guards, ownership
+from flowlake.jobs.silver import attribute, event_ranges, guards, orphans, ownership, seed
 from flowlake.jobs.silver import tracker_lag as tl
 from flowlake.jobs.silver.ownership import evidence_pad_ms
 from flowlake.lake import PORTS_SEEN, TRACKER_LAG_PAIRS
-from flowlake.timeutil import HOUR_MS
+from flowlake.timeutil import HOUR_MS, floor_to
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
 M = 5 * MIN  # a learned margin, as a hostile tracker's p99.9 lag would give
@@ -68,14 +68,50 @@ def test_handover_within_one_workload_needs_no_margin():
     assert ranges == [("api", T0, T0 + 20 * MIN), ("api", T0 + 20 * MIN, None)] and doubts == []
 
 
-def test_both_events_lost_the_unknown_holders_unassign_ends_the_old_range():
-    # lb-a's unassign and x's assign are lost; x's unassign at +40min proves x held the address after lb-a
-    ranges, doubts = _rows([dict(workload="lb-a", instance_id="a", event_ms=T0),
-                            dict(action="unassign", workload=None, instance_id="x", event_ms=T0 + 40 * MIN),
-                            dict(workload="api", instance_id="b", event_ms=T0 + 41 * MIN)])
-    assert ranges[0] == ("lb-a", T0, T0 + 40 * MIN)
-    # and the next holder's range is not stretched back over the unknown holder's time
-    assert ranges[1] == ("api", T0 + 41 * MIN, None)
+DOUBLE_LOSS = [dict(workload="lb-a", instance_id="a", event_ms=T0),
+               dict(action="unassign", workload=None, instance_id="x", event_ms=T0 + 40 * MIN),
+               dict(workload="api", instance_id="b", event_ms=T0 + 41 * MIN)]
+
+
+def test_double_loss_without_a_lifetime_bound_the_unknown_holders_unassign_makes_the_old_range_doubt():
+    # lb-a's unassign and x's assign are lost; x's unassign at +40min proves x held the address after lb-a,
+    # from any time after lb-a's assign: none of it is lb-a's for sure
+    ranges, doubts = _rows(DOUBLE_LOSS)
+    assert ranges == [("api", T0 + 41 * MIN, None)]  # not stretched back over the unknown holder's time
+    assert doubts == [("guard: stale range", T0, T0 + 40 * MIN)]
+
+
+def test_double_loss_the_unknown_holder_began_at_most_a_lifetime_before_its_release():
+    # lifetimes <= 15 min: x released by +40min (its unassign lags <= M = 5 min) and began after +20min;
+    # lb-a keeps its first 15 min (its own lifetime), the rest is doubt
+    ranges, doubts = _rows(DOUBLE_LOSS, stale=15 * MIN)
+    assert ranges[0] == ("lb-a", T0, T0 + 15 * MIN)
+    assert doubts == [("guard: stale range", T0 + 15 * MIN, T0 + 40 * MIN)]
+    # short lifetimes, a long gap: lb-a keeps its lifetime, x's possible time stays doubt
+    ranges, doubts = _rows(DOUBLE_LOSS, stale=10 * MIN)
+    assert ranges[0] == ("lb-a", T0, T0 + 10 * MIN)
+    assert doubts == [("guard: stale range", T0 + 10 * MIN, T0 + 40 * MIN)]
+    # long lifetimes: x may have begun as early as +40 - 5 - 30 = +5min
+    ranges, doubts = _rows(DOUBLE_LOSS, stale=30 * MIN)
+    assert ranges[0] == ("lb-a", T0, T0 + 5 * MIN)
+    assert doubts == [("guard: stale range", T0 + 5 * MIN, T0 + 40 * MIN)]
+
+
+def test_a_reordered_unassign_within_the_window_of_the_holding_end_is_no_unknown_holder():
+    # lb-x, assigned 2 h before lb-a (outside a 1 h window), held the address until lb-a's assign cut it;
+    # its unassign lagging 40 min behind is ignored while its range's end lies within the window, and past
+    # the window (30 min) it proves an unknown holder after lb-a (never another guess: doubt)
+    events = [dict(workload="lb-x", instance_id="x", event_ms=T0 - 120 * MIN), *DOUBLE_LOSS]
+    within = event_ranges.event_rows(pd.DataFrame([event(**r) for r in events]), lag_margin_ms=M,
+                                     seen_within_ms=60 * MIN)
+    past = event_ranges.event_rows(pd.DataFrame([event(**r) for r in events]), lag_margin_ms=M,
+                                   seen_within_ms=30 * MIN)
+    assert [(r["workload"], r["valid_from_ms"]) for r in within if r["note"] is None][:2] == [
+        ("lb-x", T0 - 120 * MIN), ("lb-a", T0)]
+    assert [(r["note"], r["valid_from_ms"], r["valid_to_ms"]) for r in within if r["row_kind"] == "doubt"] == [
+        ("lag margin", T0 - M, T0), ("lag margin", T0 + 41 * MIN - M, T0 + 41 * MIN)]
+    assert [(r["note"], r["valid_from_ms"], r["valid_to_ms"]) for r in past if r["row_kind"] == "doubt"] == [
+        ("lag margin", T0 - M, T0), ("guard: stale range", T0, T0 + 40 * MIN)]
 
 
 def test_stale_range_guard_trusts_a_range_ended_by_another_holder_only_a_lifetime_long():
@@ -133,11 +169,12 @@ def _seeded_after_boundary(spark, events):
     events to B + pad + cap, so all of them here), replayed as assigns, plus the events from B on."""
     held = event_ranges._range_frame([r for r in event_ranges.event_rows(
         pd.DataFrame([event(**r) for r in events]), lag_margin_ms=M) if r["row_kind"] == "range"])
-    seed = event_ranges.holdings_as_assigns(
+    held = seed.holdings_as_assigns(
         spark.createDataFrame(held.astype(object).where(held.notna(), None), event_ranges.EVENT_RANGE_DDL),
         at_ms=B).toPandas()
+    earlier = [{**event(**r), "action": event_ranges.ACTION_SEEN} for r in events if r["event_ms"] < B]
     later = [event(**r) for r in events if r["event_ms"] >= B]
-    return _rows([{**r} for r in [*seed.to_dict("records"), *later]])
+    return _rows([{**r} for r in [*held.to_dict("records"), *earlier, *later]])
 
 
 def _after(rows):
@@ -410,7 +447,8 @@ def _run_seeded(spark, flows, events, *, from_ms, end_ms, holdings=None, silent_
     reach = end_ms + pad + max(P.event_lag_margin_ms, P.lag_margin_cap_ms)
     ev = events_df(spark, [e for e in events if e["event_ms"] < reach and (holdings is None or e["event_ms"] >= from_ms)])
     if holdings is not None:
-        ev = ev.unionByName(event_ranges.holdings_as_assigns(holdings, at_ms=from_ms))
+        ev = ev.unionByName(seed.holdings_as_assigns(holdings, at_ms=from_ms)).unionByName(
+            seed.seen_before(events_df(spark, events), holdings, at_ms=from_ms, within_ms=from_ms))
     built = ownership.build(flows_df(spark, [f for f in flows if from_ms - pad <= f["interval_start_ms"] < end_ms + pad]),
                             ev, params=P, lag_margin_ms=M, silent_since=silent_since)
     span = flows_df(spark, [f for f in flows if from_ms <= f["interval_start_ms"] < end_ms])
@@ -451,6 +489,28 @@ def test_a_silence_an_earlier_run_found_still_guards_a_run_whose_evidence_no_lon
                                silent_since=silences)
     assert one[("10.0.0.9", B + 10 * MIN)] == second[("10.0.0.9", B + 10 * MIN)] == (
         None, "unattributed", "guard: silent sidecar")
+
+def test_a_double_loss_met_by_a_later_run_is_recomputed_from_the_cut_range_as_one_run_cuts_it(spark):
+    # lb-a holds 10.0.0.9 from T0; its unassign and x's assign are lost; x's unassign at B + 40 min lies
+    # beyond what the run before B reads, so that run publishes lb-a's range whole. One run over both hours
+    # makes all of it doubt (no lifetime bound): the run after B must reach back to lb-a's start.
+    flows = [client("10.0.0.9", t) for t in (T0 + 10 * MIN, B - 10 * MIN, B + 20 * MIN)]
+    events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+              event(ip="10.0.0.9", action="unassign", workload=None, instance_id="x", event_ms=B + 40 * MIN)]
+    one, _, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
+    assert set(one.values()) == {(None, "unattributed", "guard: stale range")}
+    first, held, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
+    assert first[("10.0.0.9", B - 10 * MIN)] == ("lb-a", "event", None)  # what the hour before B published
+    # the planner's reach for the second run: from lb-a's assign less the cap, as far as runs published
+    reach = orphans.orphan_reach(events_df(spark, events[1:]), events_df(spark, events[:1]), held,
+                                 seen_within_ms=24 * HOUR_MS, cap_ms=P.lag_margin_cap_ms).collect()
+    assert [r.reach_ms for r in reach] == [T0 - P.lag_margin_cap_ms]
+    recompute_from = max(T0, floor_to(reach[0].reach_ms, HOUR_MS))
+    second, _, _ = _run_seeded(spark, flows, events, from_ms=recompute_from, end_ms=B + HOUR_MS, holdings=held)
+    assert {**first, **second} == one
+    # without the reach-back the hour before B would keep lb-a's guess
+    unplanned, _, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held)
+    assert {**first, **unplanned} != one
 
 # --------------------------------------------------------------------------- window invariance (Spark)
 
