@@ -55,6 +55,7 @@ KIND_RANGE = "range"
 KIND_DOUBT = "doubt"
 NOTE_LAG_MARGIN = "lag margin"
 NOTE_STALE_RANGE = "guard: stale range"
+HOLDER_COLUMNS = ["workload", "instance_id", "kind", "region", "availability_zone"]
 ACTION_SEEN = "seen"  # not a tracker action: an earlier event of the instance, before the events replayed
 EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
 EVENT_RANGE_COLUMNS = [c.split()[0] for c in EVENT_RANGE_DDL.split(", ")]
@@ -140,12 +141,14 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
         out.append(row)
         return row
 
-    def doubt(ip: str, start: int, end: int, note: str, after: dict | None = None, by: tuple = (None, None)) -> None:
-        # after: the range this doubt was cut from, when it ends where the doubt starts; by: who cut it
-        nxt = by if after is not None and after["valid_to_ms"] == start else (None, None)
+    def doubt(ip: str, start: int, end: int, note: str, after: dict | None = None, by: tuple = (None, None),
+              holder: dict | None = None) -> None:
+        # after: the range this doubt was cut from, when it ends where the doubt starts; by: who cut it;
+        # holder: whose time it may be until the unknown holder `by` shows up (successor.py dates it)
+        nxt = by if holder is not None or (after is not None and after["valid_to_ms"] == start) else (None, None)
+        who = {c: holder[c] for c in HOLDER_COLUMNS} if holder is not None else dict.fromkeys(HOLDER_COLUMNS)
         if end > start:
-            out.append({"ip": ip, "workload": None, "instance_id": None, "kind": None, "region": None,
-                        "availability_zone": None, "valid_from_ms": int(start), "valid_to_ms": int(end),
+            out.append({"ip": ip, **who, "valid_from_ms": int(start), "valid_to_ms": int(end),
                         "row_kind": KIND_DOUBT, "note": note, "next_workload": nxt[0], "next_instance_id": nxt[1]})
 
     for ev in order.itertuples(index=False):
@@ -203,9 +206,11 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
                 # the unassign of a holder whose assign was lost, after ours: it held at most a lifetime
                 # before its release (>= at - m); without a lifetime bound, any time after our start
                 start = current["valid_from_ms"]
-                end = start if stale_after_ms is None else max(
-                    start, min(start + stale_after_ms, at - m - stale_after_ms))
-                doubt(ev.ip, end, at, NOTE_STALE_RANGE)
+                lived = at if stale_after_ms is None else min(at, start + stale_after_ms)  # our holder's last
+                end = max(start, min(lived, at - m - (stale_after_ms or at)))
+                # until the unknown holder's own sidecar shows it, [end, lived) may still be ours
+                doubt(ev.ip, end, lived, NOTE_STALE_RANGE, by=(None, inst), holder=current)
+                doubt(ev.ip, lived, at, NOTE_STALE_RANGE)
                 emit(current, end)
                 current, released = None, None
             elif current is None and unseen(inst, at):

@@ -41,7 +41,7 @@ from flowlake.lake import IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS
 from flowlake.jobs.silver.doubts import NOTE_CONFLICT, disjoint_doubts, silent_sidecar
 from flowlake.jobs.silver.event_ranges import EVENT_RANGE_COLUMNS, KIND_DOUBT, KIND_RANGE, Margins, event_rows_df
 from flowlake.jobs.silver.ranges import OPEN_END, covering, elementary_segments, merge_adjacent
-from flowlake.jobs.silver.successor import date_by_successor
+from flowlake.jobs.silver.successor import date_by_successor, date_unknown_holder
 
 SOURCE_HEARTBEAT = "heartbeat"
 SOURCE_EVENT = "event"
@@ -216,7 +216,8 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
     # runs are few but come from every record: computed once (checkpointed: a persist() lived all session)
     runs = heartbeat_runs(heartbeat_evidence(flows), params=params).localCheckpoint()
     # a lag-margin doubt ends where the next holder's own sidecar shows it: before that, it is the old holder's
-    rows = date_by_successor(rows, runs, horizon_ms=params.heartbeat_max_gap_ms).localCheckpoint()
+    rows = date_unknown_holder(date_by_successor(rows, runs, horizon_ms=params.heartbeat_max_gap_ms),
+                               runs).localCheckpoint()
     hb, conflicts = resolve_heartbeat_conflicts(runs)
     # a holder whose sidecar reports on the ip keeps its event range up to its last heartbeat there only
     kept, silent = silent_sidecar(rows.where(F.col("row_kind") == KIND_RANGE), runs, silent_since=silent_since)

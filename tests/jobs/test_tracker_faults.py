@@ -91,10 +91,12 @@ def test_double_loss_the_unknown_holder_began_at_most_a_lifetime_before_its_rele
     ranges, doubts = _rows(DOUBLE_LOSS, stale=10 * MIN)
     assert ranges[0] == ("lb-a", T0, T0 + 10 * MIN)
     assert doubts == [("guard: stale range", T0 + 10 * MIN, T0 + 40 * MIN)]
-    # long lifetimes: x may have begun as early as +40 - 5 - 30 = +5min
+    # long lifetimes: x may have begun as early as +40 - 5 - 30 = +5min; up to lb-a's own lifetime (+30min)
+    # the doubt is lb-a's unless x's sidecar shows x (successor.py), after it nobody's
     ranges, doubts = _rows(DOUBLE_LOSS, stale=30 * MIN)
     assert ranges[0] == ("lb-a", T0, T0 + 5 * MIN)
-    assert doubts == [("guard: stale range", T0 + 5 * MIN, T0 + 40 * MIN)]
+    assert doubts == [("guard: stale range", T0 + 5 * MIN, T0 + 30 * MIN),
+                      ("guard: stale range", T0 + 30 * MIN, T0 + 40 * MIN)]
 
 
 def test_a_reordered_unassign_within_the_window_of_the_holding_end_is_no_unknown_holder():
@@ -511,6 +513,21 @@ def test_a_double_loss_met_by_a_later_run_is_recomputed_from_the_cut_range_as_on
     # without the reach-back the hour before B would keep lb-a's guess
     unplanned, _, _ = _run_seeded(spark, flows, events, from_ms=B, end_ms=B + HOUR_MS, holdings=held)
     assert {**first, **unplanned} != one
+
+def test_a_double_loss_whose_unknown_holder_has_a_sidecar_gives_the_old_holder_the_time_before_it(spark):
+    # as above, but x is billing with a sidecar, first on the address at B + 20 min: nothing before that is
+    # x's, so lb-a keeps it (one run, and the hour after B reaching back, alike); billing's own time is
+    # billing's by its heartbeats
+    flows = [client("10.0.0.9", t) for t in (T0 + 10 * MIN, B - 10 * MIN, B + 25 * MIN)]
+    flows += [server("10.0.0.9", "billing", "x", B + 20 * MIN), server("10.0.0.9", "billing", "x", B + 25 * MIN)]
+    events = [event(ip="10.0.0.9", workload="lb-a", instance_id="a", event_ms=T0),
+              event(ip="10.0.0.9", action="unassign", workload=None, instance_id="x", event_ms=B + 40 * MIN)]
+    one, _, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS)
+    assert [one[("10.0.0.9", t)] for t in (T0 + 10 * MIN, B - 10 * MIN, B + 25 * MIN)] == [
+        ("lb-a", "event", None), ("lb-a", "event", None), ("billing", "heartbeat", None)]
+    first, held, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B)
+    second, _, _ = _run_seeded(spark, flows, events, from_ms=T0, end_ms=B + HOUR_MS, holdings=held)
+    assert {**first, **second} == one
 
 # --------------------------------------------------------------------------- window invariance (Spark)
 
