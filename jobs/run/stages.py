@@ -22,7 +22,7 @@ from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.gold_stage import gold_stage
 from flowlake.jobs.run.maintain import maintain_stage
 from flowlake.jobs.run.stage_names import STAGE_NAMES
-from flowlake.contracts import IP_EVENT_SCHEMA
+from flowlake.contracts import ACTION_UNASSIGN, IP_EVENT_SCHEMA
 from flowlake.jobs.silver import attribute, guards, ownership
 from flowlake.jobs.silver.doubts import NOTE_SILENT_SIDECAR
 from flowlake.jobs.silver.ownership import SOURCE_HEARTBEAT
@@ -112,8 +112,11 @@ def ownership_stage(ctx: RunContext) -> None:
     if runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count():
         events = events.where(F.col("event_ms") >= span.from_ms)
         holdings = ctx.read(IP_EVENT_HOLDINGS)
+        # what was seen before matters only to the unassigns replayed: the addresses that have some
+        unassigned = events.where(F.col("action") == ACTION_UNASSIGN).select("ip").distinct()
+        seen = seen_before(all_events, holdings, at_ms=span.from_ms, within_ms=lookback_ms(params))
         seeded = events.unionByName(holdings_as_assigns(holdings, at_ms=span.from_ms)).unionByName(
-            seen_before(all_events, holdings, at_ms=span.from_ms, within_ms=lookback_ms(params)))
+            seen.join(F.broadcast(unassigned), "ip", "left_semi"))
     # margins per hour, each from its own lookback window: the lag pairs of the span's hours from bronze
     # (records with first_start_ms in [lo, hi) have interval_start_ms in [lo - 1h, hi): an interval is
     # shorter than an hour), those of the lookback before them as earlier runs kept them
