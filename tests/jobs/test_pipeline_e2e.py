@@ -17,6 +17,7 @@ from flowlake.config import load_config
 from flowlake.jobs.quality import evaluate as ev
 from tests import lakehelp as lk
 from flowlake.jobs.config import load_jobs_config
+from flowlake.jobs.run import ownership_stage
 from flowlake.jobs.run.pipeline import run
 from flowlake.jobs.silver import attribute
 from flowlake.timeutil import parse_utc
@@ -53,7 +54,7 @@ def _snapshot(spark, lake_root):
 
 
 def test_pipeline_attributes_a_fleet_with_no_loss_and_no_misattribution_and_reruns_idempotently(
-        spark, fleet, one_shot_lake, one_shot, monkeypatch):
+        spark, fleet, one_shot_lake, one_shot, monkeypatch, tmp_path):
     raw, (lake_root, report) = str(fleet / "raw"), one_shot_lake
     config = load_jobs_config()
     assert report.flows.quarantined == [] and report.events.quarantined == []
@@ -87,6 +88,26 @@ def test_pipeline_attributes_a_fleet_with_no_loss_and_no_misattribution_and_reru
     for table in ("silver/flows_attributed", "silver/ports_seen", "gold/app_dependencies", "silver/ip_ownership",
                   "silver/ip_ownership_doubts", "silver/ip_event_holdings"):
         assert_df_equality(after[table], later[table], ignore_row_order=True, ignore_nullable=True)
+
+    # a second quiet hour, whose padded span holds no heartbeat either: ownership takes its quiet path (no
+    # event replay) and leaves the tables as the full path leaves them on a copy of the same lake
+    full = str(tmp_path / "full")
+    shutil.copytree(lake_root, full)
+
+    def no_replay(*_args, **_kwargs):
+        raise AssertionError("a quiet hour replayed the events")
+
+    with monkeypatch.context() as m:
+        m.setattr(ownership_stage, "event_rows_df", no_replay)
+        run(spark, raw_root=raw, lake_root=lake_root, start_ms=T + 3 * H, end_ms=T + 4 * H, config=config)
+    with monkeypatch.context() as m:
+        m.setattr(ownership_stage, "_is_quiet", lambda *_a, **_k: False)
+        run(spark, raw_root=raw, lake_root=full, start_ms=T + 3 * H, end_ms=T + 4 * H, config=config)
+    quiet_tables, full_tables = _snapshot(spark, lake_root), _snapshot(spark, full)
+    for table in ("silver/ip_ownership", "silver/ip_ownership_conflicts", "silver/ip_ownership_doubts",
+                  "silver/ip_event_holdings", "silver/tracker_lag_pairs"):
+        assert_df_equality(quiet_tables[table], full_tables[table], ignore_row_order=True, ignore_nullable=True)
+        assert_df_equality(quiet_tables[table], later[table], ignore_row_order=True, ignore_nullable=True)
 
 
 def test_hour_by_hour_stage_by_stage_with_late_data_equals_one_window(spark, fleet, one_shot, tmp_path):
