@@ -112,15 +112,15 @@ def event_rows(events: pd.DataFrame, *, lag_margin_ms: int, stale_after_ms: int 
     unassign proves is only trusted this long (None: no such guard).
     ``margins``: per-hour margin and stale bound, looked up at each event
     (overrides ``lag_margin_ms`` and ``stale_after_ms``).
-    ``seen_within_ms``: an instance counts as having held the address if it had an event on it this
-    long before (None: ever, among ``events``).
+    ``seen_within_ms``: an instance counts as having held the address if it had an event on it, or a
+    range of it ended, this long before (None: ever, among ``events``).
     """
     order = events.assign(_unassign_first=(events["action"] != ACTION_UNASSIGN).astype(int))
     order = order.sort_values(["event_ms", "_unassign_first", "published_ms"], kind="mergesort")
     m = lag_margin_ms
     out: list[dict] = []
     current: dict | None = None
-    seen: dict[str | None, int] = {}  # instances that held the address -> their latest event's ms
+    seen: dict[str | None, int] = {}  # instances seen on the address -> their latest event or range end (ms)
 
     def unseen(inst: str | None, at: int) -> bool:
         last = seen.get(inst)
