@@ -42,9 +42,8 @@ def ownership_stage(ctx: RunContext) -> None:
     span, params = ctx.the_span, ctx.config.attribution
     evidence = ctx.read_span(BRONZE_FLOWS, span.evidence)
     # events up to what reaches into the span through the largest margin a run may learn
-    reach_ms = max(params.event_lag_margin_ms, params.lag_margin_cap_ms)
     all_events = ctx.read(BRONZE_IP_EVENTS).select(*IP_EVENT_SCHEMA.names)
-    events = all_events.where(F.col("event_ms") < span.end_ms + span.pad_ms + reach_ms)
+    events = all_events.where(F.col("event_ms") < span.end_ms + ownership.event_reach_ms(params))
     # an earlier run published the holdings open at the span's start: start from them; else (a new
     # lake, or after a gap in the runs) read every earlier event once
     runs = ctx.read(RUNS)
@@ -121,8 +120,7 @@ def _quiet(ctx: RunContext, shown: list, new_pairs) -> None:
 def _publish_lag(ctx: RunContext, shown: list, new_pairs) -> None:
     """``_meta/tracker_lag`` rows of the span's hours, and the lag pairs learned from them."""
     computed_at = ctx.now_ms if ctx.now_ms is not None else int(time.time() * 1000)
-    cols = [c.split()[0] for c in TRACKER_LAG.ddl.split(", ")]
-    meta = [tuple({**t.row(), "run_id": ctx.run_id, "computed_at_ms": computed_at}[c] for c in cols)
+    meta = [tuple({**t.row(), "run_id": ctx.run_id, "computed_at_ms": computed_at}[c] for c in TRACKER_LAG.columns)
             for t in shown if t.hour_start_ms < ctx.the_span.hour_to_ms]
     ctx.publish(ctx.spark.createDataFrame(meta, TRACKER_LAG.ddl), TRACKER_LAG)
     ctx.publish(new_pairs, TRACKER_LAG_PAIRS)

@@ -30,7 +30,7 @@ from flowlake.jobs.run.span import Span
 from flowlake.jobs.run.stage_names import DEFAULT_STAGES, STAGE_NAMES
 from flowlake.contracts import ACTION_UNASSIGN
 from flowlake.jobs.silver.orphans import orphan_reach
-from flowlake.jobs.silver.ownership import evidence_pad_ms
+from flowlake.jobs.silver.ownership import event_reach_ms, evidence_pad_ms
 from flowlake.jobs.silver.tracker_lag import lookback_ms
 from flowlake.lake import BRONZE_IP_EVENTS, INGESTED_FILES, IP_EVENT_HOLDINGS, RUNS, Lake
 from flowlake.spark import configure_storage, require_s3
@@ -105,7 +105,7 @@ def orphan_reach_ms(ctx: RunContext) -> int | None:
     and those it ingested late. None: no such unassign."""
     params, floor_ms = ctx.config.attribution, _floor_ms(ctx)
     within = lookback_ms(params)
-    reach_end = ctx.end_ms + evidence_pad_ms(params) + max(params.event_lag_margin_ms, params.lag_margin_cap_ms)
+    reach_end = ctx.end_ms + event_reach_ms(params)
     events = ctx.read(BRONZE_IP_EVENTS)
     mine = (ctx.read(INGESTED_FILES).where((F.col("run_id") == ctx.run_id) & (F.col("kind") == KIND_EVENTS))
             .select("source_file", F.lit(True).alias("_mine")))

@@ -21,9 +21,6 @@ from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
 
-REACH_DDL = "ip string, event_ms bigint, reach_ms bigint"
-
-
 def orphan_reach(unassigns: DataFrame, known: DataFrame, holdings: DataFrame, *, seen_within_ms: int,
                  cap_ms: int) -> DataFrame:
     """(ip, event_ms, reach_ms) of the ``unassigns`` (contract event columns) whose instance had no event in

@@ -60,6 +60,12 @@ def evidence_pad_ms(params: AttributionParams) -> int:
     return params.heartbeat_max_gap_ms + 2 * params.handshake_tolerance_ms
 
 
+def event_reach_ms(params: AttributionParams) -> int:
+    """How far past a window's end an event can still cut a range inside it: the evidence pad plus the
+    largest margin a run may learn."""
+    return evidence_pad_ms(params) + max(params.event_lag_margin_ms, params.lag_margin_cap_ms)
+
+
 # --------------------------------------------------------------------------- heartbeats
 
 def heartbeat_evidence(flows: DataFrame) -> DataFrame:
