@@ -25,6 +25,11 @@ HOUR_START = "hour_start_ms"
 DAY = "day"
 
 
+def ddl_columns(ddl: str) -> list[str]:
+    """The column names of a DDL schema string: ``"ip string, ts bigint"`` -> ``["ip", "ts"]``."""
+    return [c.split()[0] for c in ddl.split(", ")]
+
+
 @dataclass(frozen=True)
 class Table:
     """One Delta table under the lake root."""
@@ -37,6 +42,13 @@ class Table:
     @property
     def layer(self) -> str:
         return self.name.split("/", 1)[0]
+
+    @property
+    def columns(self) -> list[str]:
+        """The column names of ``ddl``."""
+        if self.ddl is None:
+            raise ValueError(f"table {self.name} has no ddl: its columns are whatever was written")
+        return ddl_columns(self.ddl)
 
 
 BRONZE_FLOWS = Table("bronze/flows", INTERVAL_START, ("dt",), RAW_FLOW_DDL + ", source_file string, dt date")

@@ -16,6 +16,7 @@ from flowlake.contracts import (
     RAW_FLOWS_PREFIX, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
 )
 from flowlake.jobs.silver.ips import canonical_or_none
+from flowlake.lake import ddl_columns
 from flowlake.storage import Location, resolve
 
 KIND_FLOWS = "flows"
@@ -106,7 +107,7 @@ def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str
     ddl = reader_ddl(kind)
     schema = RAW_FLOW_SCHEMA if kind == KIND_FLOWS else IP_EVENT_SCHEMA
     ip_cols = ["local_ip", "remote_ip"] if kind == KIND_FLOWS else ["ip"]
-    out_names = [c.split()[0] for c in ddl.split(", ")]
+    out_names = ddl_columns(ddl)
 
     def read_batches(batches):
         loc = resolve(raw_root)

@@ -47,7 +47,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_ASSIGN, ACTION_UNASSIGN
-from flowlake.lake import IP_EVENT_HOLDINGS
+from flowlake.lake import IP_EVENT_HOLDINGS, ddl_columns
 from flowlake.timeutil import HOUR_MS, floor_to
 
 EVENT_BUCKETS = 16
@@ -58,7 +58,7 @@ NOTE_STALE_RANGE = "guard: stale range"
 HOLDER_COLUMNS = ["workload", "instance_id", "kind", "region", "availability_zone"]
 ACTION_SEEN = "seen"  # not a tracker action: an earlier event of the instance, before the events replayed
 EVENT_RANGE_DDL = IP_EVENT_HOLDINGS.ddl
-EVENT_RANGE_COLUMNS = [c.split()[0] for c in EVENT_RANGE_DDL.split(", ")]
+EVENT_RANGE_COLUMNS = IP_EVENT_HOLDINGS.columns
 # ranges and doubts of one pass: row_kind "range" (a holding) or "doubt" (reason in `note`); a lag-margin
 # doubt right after the range it cut names the holder whose assign made it (next_*: see successor.py)
 EVENT_ROWS_DDL = EVENT_RANGE_DDL + ", row_kind string, note string, next_workload string, next_instance_id string"
@@ -89,7 +89,7 @@ def text_or_none(value: object) -> str | None:
 
 
 def _range_frame(rows: list[dict], ddl: str = EVENT_RANGE_DDL) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=[c.split()[0] for c in ddl.split(", ")])
+    frame = pd.DataFrame(rows, columns=ddl_columns(ddl))
     return frame.astype({"valid_from_ms": "int64", "valid_to_ms": "Int64"})
 
 
