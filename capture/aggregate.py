@@ -140,6 +140,7 @@ class IntervalAggregator:
         self._alias: dict[int, int] = {}  # later generations (stages) of an open interval -> its generation
         self.local_workloads: dict[str, str] = {}  # local IP -> workload (per-container identity)
         self._recently_closed: OrderedDict[int, None] = OrderedDict()
+        self._unconfirmed: set[int] = set()  # listed once by sock_diag, unknown to the kernel (add_snapshot)
         self.late_inputs = 0  # kernel flows / events for an interval already written
         self.untracked_closes = 0  # connections that vanished without a close event
 
@@ -225,10 +226,14 @@ class IntervalAggregator:
     def add_snapshot(self, *, gen: int, sockets: Iterable[SocketSnapshot],
                      listening: dict[str, set[tuple[str, int]]],
                      conn_lookup: Callable[[int], ConnInfo | None]) -> None:
-        """Add every open connection's share since it was last reported to generation ``gen``."""
+        """Add every open connection's share since it was last reported to generation ``gen``.
+
+        A socket the kernel does not know is counted from its second sighting on (see below).
+        """
         interval = self._target(gen)
         self.listening = listening
         seen: set[int] = set()
+        unconfirmed: set[int] = set()
         for sock in sockets:
             if sock.cookie in self._recently_closed:
                 continue
@@ -260,10 +265,17 @@ class IntervalAggregator:
                 saved.reported = sock.counters
                 self.tracked[sock.cookie] = saved
                 continue
-            # Unknown to the kernel (its map was full, or a namespace appeared): all of it is new.
+            # Unknown to the kernel. Either its map was full when the connection opened, or the
+            # connection closed between the dump and this lookup, and the kernel has already
+            # counted it (in a flow map or a close event). Only a socket still listed at the next
+            # snapshot is the former: all its counters are new then.
+            if sock.cookie not in self._unconfirmed:
+                unconfirmed.add(sock.cookie)
+                continue
             key = self._legacy_key(sock)
             interval.add(key, start_ms=interval.start_ms, counters=sock.counters, srtt_us=sock.srtt_us)
             self.tracked[sock.cookie] = TrackedConn(key=key, reported=sock.counters)
+        self._unconfirmed = unconfirmed
         for cookie in [c for c in self.tracked if c not in seen]:
             tracked = self.tracked[cookie]
             tracked.missing += 1

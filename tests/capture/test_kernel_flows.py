@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
 
-from .conftest import ThreadedSidecar, capture_config, read_records, records_for, summed, wait_boundaries, write_config
+from .conftest import TRAFFIC, ThreadedSidecar, capture_config, read_records, records_for, summed, wait_boundaries, write_config
 
 pytestmark = pytest.mark.kernel
 
@@ -74,6 +75,55 @@ def test_many_connections_one_key_fold_the_client_port(tmp_path, netns_pair):
     assert total["connections_opened"] == 20 and total["connections_closed"] == 20
     assert total["bytes_sent"] == sum(i["up"] for i in plan)
     assert total["bytes_received"] == sum(i["down"] for i in plan)
+
+
+def _until(what, *, timeout_s: float = 20.0, step_s: float = 0.05):
+    """Call ``what`` until it returns something true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = what()
+        if out:
+            return out
+        time.sleep(step_s)
+    raise AssertionError(f"not reached in {timeout_s} s: {what}")
+
+
+def test_connections_closed_between_the_dump_and_the_lookup_count_once(tmp_path, netns_pair):
+    """Edge case, forced: at one boundary, 10 connections open after the generation switch, the
+    sock_diag dump lists them, and they close before the sidecar looks them up in the kernel's map.
+    The kernel has folded them into its flow map and forgotten them: the dump must not count them again."""
+    client_ip, server_ip = netns_pair.v4
+    n, port = 10, 7250
+
+    def ours(sockets):
+        return [s for s in sockets if s.remote_ip == server_ip and s.remote_port == port]
+
+    with ThreadedSidecar(write_config(tmp_path, capture_config(tmp_path))) as side:
+        diag = side.sidecar.diag
+        real_dump, forced = diag.dump, []
+
+        def dump_with_a_race():
+            if forced:
+                return real_dump()
+            forced.append(True)
+            server = netns_pair.exec(netns_pair.s, sys.executable, str(TRAFFIC), "hold-server", server_ip, str(port), str(n))
+            assert server.stdout.readline().strip() == "ready"
+            client = netns_pair.exec(netns_pair.c, sys.executable, str(TRAFFIC), "hold-client", server_ip, str(port),
+                                     str(n), "0.5")
+            listed = _until(lambda: (lambda out: out if len(ours(out[0])) == n else None)(real_dump()))
+            assert client.wait(timeout=30) == 0 and server.wait(timeout=30) == 0
+            _until(lambda: not ours(real_dump()[0]))
+            forced.append(len(ours(listed[0])))
+            return listed
+
+        diag.dump = dump_with_a_race
+        wait_boundaries(3, side.cfg.interval_s)
+    assert forced == [True, n], "the race was not forced"
+    rows = read_records(tmp_path / "raw")
+    out = summed(records_for(rows, local_ip=client_ip, remote_ip=server_ip), KEY)
+    total = out[("outbound", client_ip, 0, server_ip, port)]
+    assert (total["connections_opened"], total["connections_closed"]) == (n, n)
+    assert (total["bytes_sent"], total["bytes_received"]) == (n, 0)
 
 
 def test_netem_loss_shows_retransmits(tmp_path, netns_pair):

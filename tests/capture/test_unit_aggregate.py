@@ -121,6 +121,50 @@ def test_snapshot_after_close_event_is_not_counted_twice():
     assert (rec["bytes_sent"], rec["connections_opened"], rec["connections_closed"]) == (10, 1, 1)
 
 
+def test_a_socket_closed_between_the_dump_and_the_lookup_is_counted_once_by_the_kernel():
+    """Edge case: opened and closed in the new generation while the boundary ran. The dump lists it,
+    the kernel has already folded it into its flow map and forgotten it, so the lookup misses."""
+    a = agg()
+    a.begin(gen=1, start_ms=0)
+    a.begin(gen=2, start_ms=1000)
+    a.add_snapshot(gen=1, sockets=[snap(6, Counters(113, 0, 2, 0, 0))], listening={}, conn_lookup=lambda c: None)
+    assert a.end(gen=1, end_ms=1000) == []
+    a.add_kernel_flows([KernelFlow(gen=2, key=("outbound", "10.0.0.1", 0, "10.0.0.2", 443), first_start_ns=1001 * NS,
+                                   opened=1, closed=1, counters=Counters(112, 0, 2, 0, 0), srtt_us_max=50)])
+    a.begin(gen=3, start_ms=2000)
+    a.add_snapshot(gen=2, sockets=[], listening={}, conn_lookup=lambda c: None)
+    (rec,) = a.end(gen=2, end_ms=2000)
+    assert (rec["bytes_sent"], rec["connections_opened"], rec["connections_closed"]) == (112, 1, 1)
+
+
+def test_a_socket_closed_between_the_dump_and_the_lookup_keeps_its_start_from_the_close_event():
+    """Edge case: opened before the boundary, closed in the new generation during it (a close event)."""
+    a = agg()
+    a.begin(gen=1, start_ms=0)
+    a.begin(gen=2, start_ms=1000)
+    a.add_snapshot(gen=1, sockets=[snap(4, Counters(81, 0, 2, 0, 0))], listening={}, conn_lookup=lambda c: None)
+    a.add_close_event(close_event(4, Counters(101, 0, 3, 0, 0), gen_close=2, start_ms=900))
+    assert a.end(gen=1, end_ms=1000) == []
+    (rec,) = a.end(gen=2, end_ms=2000)
+    assert (rec["bytes_sent"], rec["connections_opened"], rec["connections_closed"]) == (100, 1, 1)
+
+
+def test_a_socket_unknown_to_a_full_kernel_map_counts_from_its_second_sighting():
+    a = agg()
+    a.begin(gen=1, start_ms=0)
+    a.begin(gen=2, start_ms=1000)
+    a.add_snapshot(gen=1, sockets=[snap(3, Counters(50, 5, 1, 1, 0))], listening={}, conn_lookup=lambda c: None)
+    assert a.end(gen=1, end_ms=1000) == []
+    a.begin(gen=3, start_ms=2000)
+    a.add_snapshot(gen=2, sockets=[snap(3, Counters(70, 9, 2, 2, 0))], listening={}, conn_lookup=lambda c: None)
+    (rec,) = a.end(gen=2, end_ms=2000)
+    assert (rec["bytes_sent"], rec["bytes_received"], rec["connections_opened"]) == (70, 9, 0)
+    a.begin(gen=4, start_ms=3000)
+    a.add_snapshot(gen=3, sockets=[snap(3, Counters(75, 9, 3, 2, 0))], listening={}, conn_lookup=lambda c: None)
+    (rec,) = a.end(gen=3, end_ms=3000)
+    assert rec["bytes_sent"] == 5
+
+
 def test_late_input_lands_in_oldest_open_interval():
     a = agg()
     a.begin(gen=4, start_ms=0)
