@@ -154,9 +154,14 @@ def ingest(
     ok_uris = [uri[k] for k in keys if k not in bad]
     recovered = _in_bronze(spark, lake, target, ok_uris, kind=kind)
     fresh = sorted(set(ok_uris) - recovered)
-    marked = mark_duplicates(spark, lake, io.having(validated, "source_file", fresh).drop("_reason"), target=target).persist()
-    dups = {r["source_file"]: (r["rows"], r["dups"]) for r in marked.groupBy("source_file").agg(
-        F.count(F.lit(1)).alias("rows"), F.sum(F.col("_dup").cast("long")).alias("dups")).collect()}
+    marked, maybe = mark_duplicates(spark, lake, io.having(validated, "source_file", fresh).drop("_reason"),
+                                    target=target)
+    if maybe:  # some record may repeat: count per file (rows, duplicates)
+        marked = marked.persist()
+        dups = {r["source_file"]: (r["rows"], r["dups"]) for r in marked.groupBy("source_file").agg(
+            F.count(F.lit(1)).alias("rows"), F.sum(F.col("_dup").cast("long")).alias("dups")).collect()}
+    else:  # none can: a fresh file's rows are its rows counted while reading
+        dups = {u: (stats[u]["rows"], 0) for u in fresh if u in stats}
     by_key = {uri[k]: k for k in keys}
     for u, (n, d) in dups.items():
         if n and d == n:  # every record is in bronze already: a re-upload under another key
@@ -180,8 +185,9 @@ def ingest(
 
     # 2) bronze: the records of the good files not already there (one append)
     appended = {u: dups.get(u, (0, 0))[0] - dups.get(u, (0, 0))[1] for u in fresh}
-    if fresh:
-        io.append(io.having(marked, "source_file", fresh).where(~F.col("_dup")).drop("_dup"), lake, target)
+    if fresh:  # one append; its files are laid out by the read's partitions, no extra shuffle to bin them
+        io.append(io.having(marked, "source_file", fresh).where(~F.col("_dup")).drop("_dup"), lake, target,
+                  optimize_write=False)
     marked.unpersist()
     validated.unpersist()
 

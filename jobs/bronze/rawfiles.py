@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -83,10 +84,22 @@ def read_contract_file(loc: Location, key: str, *, kind: str) -> tuple[pa.Table 
     return table.select(schema.names).cast(schema.remove_metadata()), None
 
 
+_CANONICAL: dict[str | None, str | None] = {}  # per worker process: a fleet repeats the same addresses
+CANONICAL_CACHE_MAX = 1 << 16
+
+
 def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
-    values = col.to_pylist()
-    memo = {v: canonical_or_none(v) for v in set(values)}
-    return pa.array([memo[v] for v in values], type=pa.string())
+    """Canonical IP texts (None where not an IP), worked out once per distinct value."""
+    col = col.combine_chunks()
+    distinct = pc.unique(col)
+    if len(_CANONICAL) > CANONICAL_CACHE_MAX:
+        _CANONICAL.clear()
+    canon = []
+    for value in distinct.to_pylist():
+        if value not in _CANONICAL:
+            _CANONICAL[value] = canonical_or_none(value)
+        canon.append(_CANONICAL[value])
+    return pc.take(pa.array(canon, type=pa.string()), pc.index_in(col, value_set=distinct))
 
 
 def reader_ddl(kind: str) -> str:

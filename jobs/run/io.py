@@ -50,8 +50,11 @@ def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
     df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lake.path(table))
 
 
-def append(df: DataFrame, lake: Lake, table: Table) -> None:
+def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None) -> None:
+    """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write."""
     writer = df.write.format("delta").mode("append")
+    if optimize_write is not None:
+        writer = writer.option("optimizeWrite", str(optimize_write).lower())
     if table.partition_by:
         writer = writer.partitionBy(*table.partition_by)
     writer.save(lake.path(table))

@@ -8,6 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from flowlake.contracts import IP_EVENT_SCHEMA, RAW_FLOW_SCHEMA, raw_flow_key
 from flowlake.jobs.bronze import ingest
@@ -226,6 +227,24 @@ def test_two_copies_in_one_run_keep_one(spark, dirs):
     assert (result.files_ingested, result.rows_ingested) == (1, 2)
     assert [q["source_file"].rsplit("/", 1)[-1] for q in result.quarantined] == [b.rsplit("/", 1)[-1]]
     assert {r.source_file for r in _bronze_keys(spark, lake_root)} == {os.path.join(raw, a)}
+
+
+@pytest.mark.parametrize("inline_max", [10_000, 0], ids=["candidates listed", "candidates joined"])
+def test_a_key_hash_collision_makes_a_candidate_never_a_duplicate(spark, dirs, monkeypatch, inline_max):
+    """Edge: every record key hashes alike, so every row takes the exact check. Only the true
+    repeats (in bronze, or a second copy in this run) are duplicates."""
+    from flowlake.jobs.bronze import dedupe
+
+    monkeypatch.setattr(dedupe, "_key_hash", lambda key: F.lit(7).cast("long"))
+    monkeypatch.setattr(dedupe, "CANDIDATES_INLINE_MAX", inline_max)
+    raw, lake_root = dirs
+    write_flows(raw, [flow(), flow(remote_port=1)], seq=0)
+    assert run_ingest(spark, raw, lake_root).rows_ingested == 2
+    write_flows(raw, [flow(remote_port=1, bytes_sent=999), flow(remote_port=2), flow(remote_port=3)], seq=1)
+    write_flows(raw, [flow(remote_port=3), flow(remote_port=4)], seq=2)
+    again = run_ingest(spark, raw, lake_root)
+    assert (again.files_ingested, again.rows_ingested, again.duplicate_rows) == (2, 3, 2), again.summary()
+    assert sorted(r.remote_port for r in _bronze_keys(spark, lake_root)) == [1, 2, 3, 4, 443]
 
 
 def test_orphan_quarantine_copies_of_a_dead_run_are_removed_and_named(spark, dirs):
