@@ -21,6 +21,7 @@ class Check:
     expectation: str  # e.g. "ExpectColumnValuesToNotBeNull"
     kwargs: dict[str, Any]
     describe: str  # what it means, for the report
+    rows_checked: int | None = None  # reported as the rows checked when ``data`` holds only rows known to fail
 
     @property
     def suite(self) -> str:

@@ -89,6 +89,8 @@ def _validate_group(ctx, source, group: list[Check], data, *, asset_name: str, s
             examples = [row.asDict() for row in data.limit(EXAMPLES).collect()]
         observed = res.get("observed_value")
         unexpected, elements = res.get("unexpected_count"), res.get("element_count")
+        if c.rows_checked is not None:
+            elements = c.rows_checked
         if c.expectation == "ExpectTableRowCountToEqual":  # a table of violations: each row is one
             unexpected, elements, observed = observed, observed, None
         if c.expectation == "ExpectColumnValuesToBeBetween" and not r.success and examples:

@@ -4,7 +4,8 @@ Each suite is a list of :class:`~flowlake.jobs.quality.checks.Check` s: a
 Great Expectations 1.x expectation over a DataFrame (the rows about to be
 published, or a small DataFrame of violations or totals computed here). A
 stage validates its output *before* it publishes (:mod:`flowlake.jobs.quality.gate`):
-a failed ``blocking`` check stops the run, a failed ``warning`` is reported.
+a failed ``blocking`` check stops the run, a failed ``warning`` is reported. One suite runs a query
+while it is built: the silver suite's digests decide whether its record check needs its shuffle.
 """
 
 from __future__ import annotations
@@ -37,12 +38,21 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
         F.when(nulls != "", nulls).alias("_null_columns"),
         F.when(negative != "", negative).alias("_negative_counters"),
     )
+    # one pass counts the rows and any row a check below would fail: with none, GX validates no rows
+    # (its metrics would take a cached copy of the window and a pass per check) and the report
+    # still says how many rows were checked
+    failing = F.coalesce(F.col("_null_columns").isNotNull() | F.col("_bad_local_ip").isNotNull()
+                         | F.col("_bad_remote_ip").isNotNull() | F.col("_negative_counters").isNotNull()
+                         | (F.col("interval_end_ms") <= F.col("interval_start_ms")), F.lit(True))
+    checked, failed = rows.agg(F.count(F.lit(1)), F.count(F.when(failing, 1))).first()
+    if not failed:
+        rows = rows.limit(0)
     want = {f.name: f.type for f in RAW_FLOW_SCHEMA}
     got = dict(window.dtypes)
     wrong = {c: got.get(c, "missing") for c, t in want.items() if got.get(c) != SPARK_TYPES[str(t)]}
     schema = window.sparkSession.createDataFrame(
         [(c, g) for c, g in sorted(wrong.items())], "column string, actual_type string")
-    return [
+    checks = [
         Check("bronze.schema", schema, "ExpectTableRowCountToEqual", {"value": 0},
               "every contract column present with the contract's type"),
         Check("bronze.not_null", rows, "ExpectColumnValuesToBeNull", {"column": "_null_columns"},
@@ -60,6 +70,10 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
               {"column": "interval_start_ms", "min_value": start_ms - lateness_ms, "max_value": end_ms + lateness_ms},
               f"rows ingested by this run start within the window +/- {lateness_ms} ms of lateness"),
     ]
+    for c in checks:
+        if c.data is rows:
+            c.rows_checked = checked
+    return checks
 
 
 def non_canonical_ips(df: DataFrame, columns: list[str]) -> DataFrame:
@@ -111,6 +125,37 @@ def silver_suite(silver: DataFrame, bronze: DataFrame, *, min_attributed_share: 
 def record_problems(silver: DataFrame, bronze: DataFrame) -> DataFrame:
     """One row per record (RECORD_KEY) that silver holds more than once, or whose bronze row (the record
     of one ``source_file``) silver lacks; ``_duplicated`` and ``_missing`` say which, null where fine.
+
+    When the rows prove there are none (:func:`same_rows_once`: two global sums and one shuffle of
+    a long per record), that is an empty frame and the exact comparison below is not run."""
+    exact = _record_problems_exact(silver, bronze)
+    return exact.limit(0) if same_rows_once(silver, bronze) else exact
+
+
+def _fingerprint(df: DataFrame) -> tuple:
+    """An order-free digest of the rows' ROW_KEY multiset: the count and 32-bit halves of two hashes, summed
+    (no overflow below 2**31 rows). Equal multisets give equal digests; unequal ones almost never do."""
+    hashes = [F.xxhash64(*ROW_KEY), F.xxhash64(F.lit(_SECOND_HASH_SALT), *ROW_KEY)]
+    halves = [part for h in hashes for part in (h.bitwiseAND(_LOW_32), F.shiftrightunsigned(h, 32))]
+    return tuple(df.agg(F.count(F.lit(1)), *[F.sum(p) for p in halves]).first())
+
+
+def same_rows_once(silver: DataFrame, bronze: DataFrame) -> bool:
+    """Whether silver holds each record key once and exactly bronze's rows (by ROW_KEY). True is a proof
+    for the keys (as many distinct key hashes as rows) and holds for the rows unless 128 bits of sums
+    collide; False proves nothing, and the exact comparison runs."""
+    digest = _fingerprint(silver)
+    if digest != _fingerprint(bronze):
+        return False
+    return silver.select(F.xxhash64(*RECORD_KEY).alias("_h")).distinct().count() == digest[0]
+
+
+_LOW_32 = 0xFFFFFFFF
+_SECOND_HASH_SALT = "flowlake-row-digest"
+
+
+def _record_problems_exact(silver: DataFrame, bronze: DataFrame) -> DataFrame:
+    """:func:`record_problems`, computed.
 
     One shuffle of bronze and silver together, partitioned by the record: both groupings below (by
     row, then by record) run in those partitions, where a duplicate count and an anti-join would take

@@ -167,3 +167,49 @@ def test_a_bronze_row_silver_lacks_fails_the_silver_gate_and_names_it(spark, qua
     report = g.run_checks(q.silver_suite(whole, bronze.where("source_file != 'seq1'"), min_attributed_share=0.0),
                           config=quality_config, run_id="m2", stage="attribute")
     assert not report.blocking_failures
+
+
+def test_the_silver_record_check_skips_its_shuffle_only_when_the_digests_prove_it_clean(spark, quality_config):
+    """Same rows once: the digests prove it and the exact comparison is not needed. Edge: bronze itself
+    holds one record from two files and silver both copies; the row digests agree, the key count does not,
+    so the exact check runs and names the duplicate. Edge: the same rows with one key column changed."""
+    from flowlake.jobs.quality import gate as g
+    from flowlake.jobs.quality import suites as q
+
+    ddl = _row_key_ddl()
+    record = ("i", 1, "10.0.0.1", 0, "10.0.0.2", 80, "outbound")
+    rows = [("seq0", *record), ("seq0", "i", 1, "fd00::1", 0, "fd00::2", 443, "inbound")]
+    bronze = spark.createDataFrame(rows, ddl)
+    silver = spark.createDataFrame(list(reversed(rows)), ddl).withColumn("remote_attribution", F.lit("svc"))
+    assert q.same_rows_once(silver, bronze)
+    changed = spark.createDataFrame([rows[0], ("seq0", "i", 1, "fd00::1", 0, "fd00::2", 444, "inbound")], ddl)
+    assert not q.same_rows_once(changed.withColumn("remote_attribution", F.lit("svc")), bronze)
+    twice = spark.createDataFrame(rows + [("seq1", *record)], ddl)
+    assert not q.same_rows_once(twice.withColumn("remote_attribution", F.lit("svc")), twice)
+    report = g.run_checks(q.silver_suite(twice.withColumn("remote_attribution", F.lit("svc")), twice,
+                                         min_attributed_share=0.0), config=quality_config, run_id="d3", stage="attribute")
+    assert [r.name for r in report.blocking_failures] == ["silver.no_duplicate_keys"]
+
+
+def test_a_clean_bronze_window_is_validated_without_its_rows_and_reports_how_many_were_checked(spark, quality_config):
+    """No row fails: GX gets no rows to compute metrics over, and each row check still reports the rows
+    checked. Edge: one failing row (a non-canonical IPv6 address) brings every row back."""
+    from flowlake.jobs.quality import gate as g
+    from flowlake.jobs.quality import suites as q
+
+    clean = _rows(spark).where("source_file = 'f0'")
+    clean = clean.unionByName(clean.withColumn("remote_ip", F.lit("fd00::2")))
+    checks = q.bronze_suite(clean, clean, start_ms=START_MS, end_ms=END_MS, lateness_ms=0)
+    row_checks = [c for c in checks if c.rows_checked is not None]
+    assert {c.name for c in row_checks} == {"bronze.not_null", "bronze.local_ip_valid", "bronze.remote_ip_valid",
+                                            "bronze.counters_non_negative", "bronze.interval_end_after_start"}
+    assert all(c.data.count() == 0 for c in row_checks)
+    report = g.run_checks(checks, config=quality_config, run_id="c1", stage="ownership")
+    assert not report.blocking_failures
+    assert {r.element_count for r in report.results if r.name in {c.name for c in row_checks}} == {2}
+    loud = clean.unionByName(clean.limit(1).withColumn("local_ip", F.lit("FD00::2")))
+    report = g.run_checks(q.bronze_suite(loud, loud, start_ms=START_MS, end_ms=END_MS, lateness_ms=0),
+                          config=quality_config, run_id="c2", stage="ownership")
+    failed = {r.name: r for r in report.blocking_failures}
+    assert list(failed) == ["bronze.local_ip_valid"]
+    assert (failed["bronze.local_ip_valid"].unexpected_count, failed["bronze.local_ip_valid"].element_count) == (1, 3)
