@@ -10,7 +10,10 @@ while it is built: the silver suite's digests decide whether its record check ne
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+import operator
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from flowlake.contracts import COUNTER_COLUMNS, NOT_NULL_FLOW_COLUMNS, RAW_FLOW_SCHEMA, RECORD_KEY, SPARK_TYPES
@@ -33,20 +36,11 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
     for column in ("local_ip", "remote_ip"):
         rows = rows.join(F.broadcast(bad.select(F.col("ip").alias(column), F.col("ip").alias(f"_bad_{column}"))),
                          on=column, how="left")
-    rows = rows.select(  # only what the checks read: the frame is cached while GX computes its metrics
+    rows = rows.select(  # only what the checks read (cached while GX computes its metrics, if it has rows to)
         "interval_start_ms", "interval_end_ms", "_bad_local_ip", "_bad_remote_ip",
         F.when(nulls != "", nulls).alias("_null_columns"),
         F.when(negative != "", negative).alias("_negative_counters"),
     )
-    # one pass counts the rows and any row a check below would fail: with none, GX validates no rows
-    # (its metrics would take a cached copy of the window and a pass per check) and the report
-    # still says how many rows were checked
-    failing = F.coalesce(F.col("_null_columns").isNotNull() | F.col("_bad_local_ip").isNotNull()
-                         | F.col("_bad_remote_ip").isNotNull() | F.col("_negative_counters").isNotNull()
-                         | (F.col("interval_end_ms") <= F.col("interval_start_ms")), F.lit(True))
-    checked, failed = rows.agg(F.count(F.lit(1)), F.count(F.when(failing, 1))).first()
-    if not failed:
-        rows = rows.limit(0)
     want = {f.name: f.type for f in RAW_FLOW_SCHEMA}
     got = dict(window.dtypes)
     wrong = {c: got.get(c, "missing") for c, t in want.items() if got.get(c) != SPARK_TYPES[str(t)]}
@@ -70,10 +64,30 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
               {"column": "interval_start_ms", "min_value": start_ms - lateness_ms, "max_value": end_ms + lateness_ms},
               f"rows ingested by this run start within the window +/- {lateness_ms} ms of lateness"),
     ]
-    for c in checks:
-        if c.data is rows:
-            c.rows_checked = checked
+    _rows_only_if_failing(checks, rows)
     return checks
+
+
+def _rows_only_if_failing(checks: list[Check], rows: DataFrame) -> None:
+    """One pass counts ``rows`` and those any check over them fails. With none, those checks get no rows
+    (GX's metrics would take a cached copy and a pass per check) and report the rows checked."""
+    row_checks = [c for c in checks if c.data is rows]
+    failing = F.coalesce(reduce(operator.or_, [_fails(c) for c in row_checks]), F.lit(True))
+    checked, failed = rows.agg(F.count(F.lit(1)), F.count(F.when(failing, 1))).first()
+    data = rows if failed else rows.limit(0)
+    for c in row_checks:
+        c.data, c.rows_checked = data, checked
+
+
+def _fails(check: Check) -> Column:
+    """The rows a row check fails, as a condition (null where GX would not judge the row)."""
+    kw = check.kwargs
+    if check.expectation == "ExpectColumnValuesToBeNull":
+        return F.col(kw["column"]).isNotNull()
+    if check.expectation == "ExpectColumnPairValuesAToBeGreaterThanB":
+        a, b = F.col(kw["column_A"]), F.col(kw["column_B"])
+        return a < b if kw.get("or_equal") else a <= b
+    raise ValueError(f"{check.name}: no row condition for {check.expectation}; add one to suites._fails")
 
 
 def non_canonical_ips(df: DataFrame, columns: list[str]) -> DataFrame:
