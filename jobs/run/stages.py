@@ -75,13 +75,15 @@ def attribute_stage(ctx: RunContext) -> None:
     kept = ctx.read_span(PORTS_SEEN, (span.hour_from_ms - lookback_ms(ctx.config.attribution), span.hour_from_ms))
     attributed = attribute.transform(flows, owned, params=ctx.config.attribution, known_ips=stored.select("ip"),
                                      doubts=doubts, seen=kept.unionByName(seen)).persist()
-    rows = attributed.count()  # computed here: the gate's seconds are then its checks' alone
+    # computed here (the gate's seconds are then its checks' alone), and before anything is published: a
+    # write to a table the rows were read from (ports_seen) makes Spark recompute them at their next use
+    by_attribution = {r[0]: r[1] for r in attributed.groupBy("remote_attribution").count().collect()}
     ctx.gate("attribute", lambda: suites.silver_suite(attributed, flows,
                                                       min_attributed_share=ctx.quality.min_attributed_share))
     ctx.publish(attributed, FLOWS_ATTRIBUTED)
     ctx.publish(seen, PORTS_SEEN)
-    ctx.results["by_attribution"] = {r[0]: r[1] for r in attributed.groupBy("remote_attribution").count().collect()}
-    ctx.counts["attribute"] = rows
+    ctx.results["by_attribution"] = by_attribution
+    ctx.counts["attribute"] = sum(by_attribution.values())
     attributed.unpersist()
 
 
