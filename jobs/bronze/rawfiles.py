@@ -27,6 +27,9 @@ RAW_KEY_RE = re.compile(
 )
 EVENT_KEY_RE = re.compile(r"^ip_events/v1/dt=\d{4}-\d{2}-\d{2}/[A-Za-z0-9][A-Za-z0-9._=-]*\.(parquet|jsonl\.gz)$")
 FILES_PER_TASK = 64
+# rows per Arrow batch handed to Spark: a small file's few hundred rows each cost the JVM a batch's
+# fixed overhead, so a task's files are handed over together
+BATCH_ROWS = 1 << 16
 
 
 def list_files(loc: Location, prefixes: Iterable[str]) -> list[str]:
@@ -109,7 +112,8 @@ def reader_ddl(kind: str) -> str:
     return f"{base}, source_file string, {ips}, _file_reason string"
 
 
-def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str) -> DataFrame:
+def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str,
+               batch_rows: int = BATCH_ROWS) -> DataFrame:
     """All rows of the given raw files, read in Spark tasks with pyarrow.
 
     Each file is read whole by one task: its rows come with ``source_file`` and
@@ -122,24 +126,32 @@ def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str
     ip_cols = ["local_ip", "remote_ip"] if kind == KIND_FLOWS else ["ip"]
     out_names = ddl_columns(ddl)
 
+    def one_file(loc, key):
+        table, reason = read_contract_file(loc, key, kind=kind)
+        src = loc.uri(f"{loc.path}/{key}")
+        if table is None:
+            cols = {n: pa.nulls(1, schema.field(n).type if n in schema.names else pa.string()) for n in out_names}
+            cols.update(source_file=pa.array([src]), _file_reason=pa.array([reason]))
+            return pa.RecordBatch.from_arrays([cols[n] for n in out_names], names=out_names)
+        n = table.num_rows
+        extra = [pa.array([src] * n, type=pa.string())]
+        extra += [_canonical_array(table.column(c)) for c in ip_cols]
+        extra += [pa.nulls(n, type=pa.string())]
+        arrays = [table.column(c).combine_chunks() for c in schema.names] + extra
+        return pa.RecordBatch.from_arrays(arrays, names=out_names)
+
     def read_batches(batches):
         loc = resolve(raw_root)
+        pending, rows = [], 0
         for batch in batches:
             for key in batch.column("key").to_pylist():
-                table, reason = read_contract_file(loc, key, kind=kind)
-                src = loc.uri(f"{loc.path}/{key}")
-                if table is None:
-                    cols = {n: pa.nulls(1, schema.field(n).type if n in schema.names else pa.string())
-                            for n in out_names}
-                    cols.update(source_file=pa.array([src]), _file_reason=pa.array([reason]))
-                    yield pa.RecordBatch.from_arrays([cols[n] for n in out_names], names=out_names)
-                    continue
-                n = table.num_rows
-                extra = [pa.array([src] * n, type=pa.string())]
-                extra += [_canonical_array(table.column(c)) for c in ip_cols]
-                extra += [pa.nulls(n, type=pa.string())]
-                arrays = [table.column(c).combine_chunks() for c in schema.names] + extra
-                yield pa.RecordBatch.from_arrays(arrays, names=out_names)
+                pending.append(one_file(loc, key))
+                rows += pending[-1].num_rows
+                if rows >= batch_rows:
+                    yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+                    pending, rows = [], 0
+        if pending:
+            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
 
     partitions = max(1, min(len(keys) // FILES_PER_TASK + 1, spark.sparkContext.defaultParallelism * 4))
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(partitions)
