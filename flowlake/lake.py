@@ -25,6 +25,14 @@ HOUR_START = "hour_start_ms"
 DAY = "day"
 
 
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+# what runs, dedupe and analysts filter the record tables on: time, the file, the instance, the addresses
+# (and for silver the workloads on both sides, its Z-order, and how a record was attributed)
+RECORD_STATS = ("interval_start_ms", "first_start_ms", "source_file", "instance_id", "local_workload", "local_ip",
+                "remote_ip")
+ATTRIBUTED_STATS = RECORD_STATS + ("local_workload_resolved", "remote_workload", "remote_attribution")
+
+
 def ddl_columns(ddl: str) -> list[str]:
     """The column names of a DDL schema string: ``"ip string, ts bigint"`` -> ``["ip", "ts"]``."""
     return [c.split()[0] for c in ddl.split(", ")]
@@ -38,6 +46,14 @@ class Table:
     span_column: str | None = None
     partition_by: tuple[str, ...] = ()
     ddl: str | None = None  # schema to read as empty before the first write
+    # the columns Delta keeps min/max statistics on (data skipping, Z-ordering); empty: Delta's default,
+    # the first 32. Statistics cost the writer per row and column: the wide record tables name theirs.
+    stats_columns: tuple[str, ...] = ()
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """The Delta table properties flowlake sets on this table (at creation, and by maintenance)."""
+        return {STATS_COLUMNS_PROPERTY: ",".join(self.stats_columns)} if self.stats_columns else {}
 
     @property
     def layer(self) -> str:
@@ -51,7 +67,8 @@ class Table:
         return ddl_columns(self.ddl)
 
 
-BRONZE_FLOWS = Table("bronze/flows", INTERVAL_START, ("dt",), RAW_FLOW_DDL + ", source_file string, dt date")
+BRONZE_FLOWS = Table("bronze/flows", INTERVAL_START, ("dt",), RAW_FLOW_DDL + ", source_file string, dt date",
+                     stats_columns=RECORD_STATS)
 BRONZE_IP_EVENTS = Table("bronze/ip_events", None, (), IP_EVENT_DDL + ", source_file string")
 INGESTED_FILES = Table("_meta/ingested_files", ddl=(
     "source_file string, kind string, status string, reason string, rows bigint, "
@@ -93,7 +110,7 @@ CAPTURE_COMPLETENESS = Table("silver/capture_completeness", ddl=(
     "drops_flow_map_full bigint, drops_ringbuf_full bigint, drops_spool_evicted_files bigint, "
     "drops_untracked_closes bigint, drops_lost bigint, records bigint, seqs array<bigint>, run_ids array<string>, "
     "missing_seq_ranges array<string>, last_seq bigint, last_run_id string"))  # replaced per (instance, hour)
-FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",))
+FLOWS_ATTRIBUTED = Table("silver/flows_attributed", INTERVAL_START, ("dt",), stats_columns=ATTRIBUTED_STATS)
 APP_DEPENDENCIES = Table("gold/app_dependencies", HOUR_START)
 TRAFFIC_HOURLY = Table("gold/traffic_hourly", HOUR_START)
 TRAFFIC_DAILY = Table("gold/traffic_daily", DAY)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from flowlake.config import ComponentConfig, load_config
+from flowlake.lake import FLOWS_ATTRIBUTED
 from flowlake.storage import S3Params
 from flowlake.timeutil import HOUR_MS
 
@@ -87,6 +88,17 @@ class MaintenanceParams(BaseModel):
     vacuum_retain_hours: int = Field(168, ge=168)
     # a Delta checkpoint every this many commits (bounded log replay)
     checkpoint_interval: int = Field(10, gt=0)
+
+    @field_validator("cluster_flows_by")
+    @classmethod
+    def _clustered_on_stats(cls, columns: list[str]) -> list[str]:
+        # Z-ordering needs each column's min/max statistics, kept only for the table's stats_columns
+        missing = [c for c in columns if c not in FLOWS_ATTRIBUTED.stats_columns]
+        if missing:
+            raise ValueError(f"maintenance.cluster_flows_by: {missing} not among the columns silver/flows_attributed "
+                             f"keeps statistics on ({', '.join(FLOWS_ATTRIBUTED.stats_columns)}); choose from those, "
+                             "or add the column to ATTRIBUTED_STATS in flowlake/lake.py")
+        return columns
 
 
 class JobsConfig(ComponentConfig):

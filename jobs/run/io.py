@@ -34,12 +34,13 @@ def having(df: DataFrame, column: str, values: list) -> DataFrame:
 
 
 def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str) -> None:
-    """Atomically replace the rows matching ``predicate`` with ``df`` (creating the table if needed).
+    """Atomically replace the rows matching ``predicate`` with ``df`` (creating the table, with its
+    ``properties``, if needed).
 
     Every row of ``df`` must match ``predicate``; re-running with the same
     input leaves the table as one run did.
     """
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).options(**table.properties)
     if table.partition_by:
         writer = writer.partitionBy(*table.partition_by)
     writer.save(lake.path(table))
@@ -47,12 +48,13 @@ def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str) ->
 
 def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
     """Replace the whole table (small whole-lake tables)."""
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lake.path(table))
+    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").options(**table.properties)
+     .save(lake.path(table)))
 
 
 def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None) -> None:
     """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write."""
-    writer = df.write.format("delta").mode("append")
+    writer = df.write.format("delta").mode("append").options(**table.properties)
     if optimize_write is not None:
         writer = writer.option("optimizeWrite", str(optimize_write).lower())
     if table.partition_by:

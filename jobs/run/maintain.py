@@ -83,7 +83,8 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
         detail = delta.detail().select("numFiles", "properties").first()
         # Delta 4 ignores VACUUM's own retention argument (other than 0) in favour of this property
         want = {"delta.checkpointInterval": str(params.checkpoint_interval),
-                "delta.deletedFileRetentionDuration": f"interval {params.vacuum_retain_hours} hours"}
+                "delta.deletedFileRetentionDuration": f"interval {params.vacuum_retain_hours} hours",
+                **table.properties}  # a lake from before a table named its statistics columns gets them here
         change = {k: v for k, v in want.items() if detail["properties"].get(k) != v}
         if change:
             spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ("

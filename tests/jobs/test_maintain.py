@@ -14,7 +14,8 @@ def test_small_files_are_compacted_and_silver_z_ordered_without_changing_a_row(s
     lake = Lake(str(tmp_path / "lake"))
     for i in range(6):  # six appends: six small files in one dt partition
         rows = flows_df(spark, [flow(interval_start_ms=T0 + i * MIN, remote_port=1000 + i)])
-        rows = (rows.withColumn("local_workload_resolved", F.col("local_workload"))
+        rows = (rows.withColumn("source_file", F.lit(f"file:///raw/{i}.parquet"))
+                .withColumn("local_workload_resolved", F.col("local_workload"))
                 .withColumn("remote_workload", F.lit(f"w{i % 2}")).withColumn("remote_attribution", F.lit("event"))
                 .withColumn("remote_availability_zone", F.lit(None).cast("string"))
                 .withColumn("remote_kind", F.lit("instance"))
