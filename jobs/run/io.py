@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 
 from flowlake.lake import Lake, Table
@@ -40,26 +40,27 @@ def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str) ->
     Every row of ``df`` must match ``predicate``; re-running with the same
     input leaves the table as one run did.
     """
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).options(**table.properties)
-    if table.partition_by:
-        writer = writer.partitionBy(*table.partition_by)
-    writer.save(lake.path(table))
+    _writer(df, table, mode="overwrite").option("replaceWhere", predicate).save(lake.path(table))
 
 
 def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
     """Replace the whole table (small whole-lake tables)."""
-    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").options(**table.properties)
-     .save(lake.path(table)))
+    _writer(df, table, mode="overwrite").option("overwriteSchema", "true").save(lake.path(table))
 
 
 def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None) -> None:
     """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write."""
-    writer = df.write.format("delta").mode("append").options(**table.properties)
+    writer = _writer(df, table, mode="append")
     if optimize_write is not None:
         writer = writer.option("optimizeWrite", str(optimize_write).lower())
-    if table.partition_by:
-        writer = writer.partitionBy(*table.partition_by)
     writer.save(lake.path(table))
+
+
+def _writer(df: DataFrame, table: Table, *, mode: str) -> DataFrameWriter:
+    """The Delta writer of ``table``: its partitioning, and its ``properties`` (Delta keeps them when the
+    write creates the table)."""
+    writer = df.write.format("delta").mode(mode).options(**table.properties)
+    return writer.partitionBy(*table.partition_by) if table.partition_by else writer
 
 
 def sql_in(column: str, values: list[str]) -> str:
