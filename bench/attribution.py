@@ -28,7 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
+try:
+    import duckdb
+except ModuleNotFoundError as err:  # the baseline is a dev extra
+    raise SystemExit(f"{err}: the benchmarks need the dev extras, `bash scripts/setup.sh --all` installs them") from err
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 

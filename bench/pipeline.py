@@ -31,7 +31,10 @@ import shutil
 import time
 from pathlib import Path
 
-import duckdb
+try:
+    import duckdb
+except ModuleNotFoundError as err:  # the baseline is a dev extra
+    raise SystemExit(f"{err}: the benchmarks need the dev extras, `bash scripts/setup.sh --all` installs them") from err
 
 START = "2025-06-02T00:00:00Z"
 HOURS = 2
@@ -341,10 +344,10 @@ def main() -> None:
              "gate_share_pct": 100.0 * sum(fl["gates"].values()) / max(fl["stage_s"], 1e-9),
              "load": os.getloadavg()}
         results.append(r)
-        print(f"flowlake stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in fl["stages"].items()), flush=True)
-        print(f"  gates (s, inside their stage): " + ", ".join(f"{k} {v:.1f}" for k, v in fl["gates"].items())
+        print("flowlake stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in fl["stages"].items()), flush=True)
+        print("  gates (s, inside their stage): " + ", ".join(f"{k} {v:.1f}" for k, v in fl["gates"].items())
               + f"; gates' share of stage time {r['gate_share_pct']:.1f}%")
-        print(f"  gold tables (s, inside gold): " + ", ".join(f"{k[5:]} {v:.1f}" for k, v in fl["gold_tables"].items()))
+        print("  gold tables (s, inside gold): " + ", ".join(f"{k[5:]} {v:.1f}" for k, v in fl["gold_tables"].items()))
         print(f"  run {fl['wall_s']:.1f} s wall ({fl['stage_s']:.1f} s in stages), {fl['records']:,} records, "
               f"{fl['records'] / fl['wall_s']:,.0f} records/s; by attribution {fl['by_attribution']}")
         print(f"duckdb reference: {dk['wall_s']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in dk['steps'].items())}), "

@@ -132,6 +132,10 @@ def get_spark(
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(shuffle_partitions or 8),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.optimizeWrite.enabled": "true",
+        # A task writing a dt-partitioned table keeps a file open per partition value it meets, up to
+        # this many, instead of sorting all its rows by dt first (Spark's default, 0: always sort). A run's
+        # rows fall in one or two days; the sort spilled GiBs and took half of silver's write at 10M.
+        "spark.sql.maxConcurrentOutputFileWriters": "4",
         # The driver keeps every finished query's plan and per-task metrics for the UI (1000 queries by
         # default) even with the UI off; a run's plans are large, and a long session (a backfill, the
         # test suite) filled a 4 GiB driver with them. Keep the recent ones only.

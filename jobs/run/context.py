@@ -50,9 +50,12 @@ class RunContext:
         """The table's rows of this run's span (or of ``bounds`` on its span column)."""
         return self.read(table).where(self.the_span.where(table, bounds))
 
-    def publish(self, df: DataFrame, table: Table, *, predicate: str | None = None) -> None:
-        """Replace the table's rows of this span (or of ``predicate``) with ``df``."""
-        io.replace_where(df, self.lake, table, predicate=predicate or self.the_span.predicate(table))
+    def publish(self, df: DataFrame, table: Table, *, predicate: str | None = None,
+                optimize_write: bool | None = None) -> None:
+        """Replace the table's rows of this span (or of ``predicate``) with ``df`` (``optimize_write``: see
+        :func:`~flowlake.jobs.run.io.append`)."""
+        io.replace_where(df, self.lake, table, predicate=predicate or self.the_span.predicate(table),
+                         optimize_write=optimize_write)
 
     def gate(self, stage: str, make_checks: Callable[[], list[Check]]) -> None:
         """Validate before publishing: raise QualityGateError (publishing nothing) on a blocking failure."""

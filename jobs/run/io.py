@@ -33,14 +33,16 @@ def having(df: DataFrame, column: str, values: list) -> DataFrame:
     return df.join(F.broadcast(wanted), on=column, how="left_semi")
 
 
-def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str) -> None:
+def replace_where(df: DataFrame, lake: Lake, table: Table, *, predicate: str,
+                  optimize_write: bool | None = None) -> None:
     """Atomically replace the rows matching ``predicate`` with ``df`` (creating the table, with its
-    ``properties``, if needed).
+    ``properties``, if needed); ``optimize_write`` as in :func:`append`.
 
     Every row of ``df`` must match ``predicate``; re-running with the same
     input leaves the table as one run did.
     """
-    _writer(df, table, mode="overwrite").option("replaceWhere", predicate).save(lake.path(table))
+    writer = _writer(df, table, mode="overwrite", optimize_write=optimize_write)
+    writer.option("replaceWhere", predicate).save(lake.path(table))
 
 
 def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
@@ -49,17 +51,18 @@ def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
 
 
 def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None) -> None:
-    """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write."""
-    writer = _writer(df, table, mode="append")
-    if optimize_write is not None:
-        writer = writer.option("optimizeWrite", str(optimize_write).lower())
-    writer.save(lake.path(table))
+    """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write
+    (False: ``df``'s own partitions lay the files out, with no shuffle to bin them: for rows that come
+    out of a shuffle already, in a few partitions)."""
+    _writer(df, table, mode="append", optimize_write=optimize_write).save(lake.path(table))
 
 
-def _writer(df: DataFrame, table: Table, *, mode: str) -> DataFrameWriter:
+def _writer(df: DataFrame, table: Table, *, mode: str, optimize_write: bool | None = None) -> DataFrameWriter:
     """The Delta writer of ``table``: its partitioning, and its ``properties`` (Delta keeps them when the
     write creates the table)."""
     writer = df.write.format("delta").mode(mode).options(**table.properties)
+    if optimize_write is not None:
+        writer = writer.option("optimizeWrite", str(optimize_write).lower())
     return writer.partitionBy(*table.partition_by) if table.partition_by else writer
 
 
