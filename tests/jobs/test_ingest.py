@@ -277,3 +277,19 @@ def test_a_failed_quarantine_copy_is_recorded_in_copy_error(spark, dirs):
     [row] = lk.read(spark, lk.Lake(lake_root).quarantine_files).collect()
     assert row.quarantine_path is None and row.copy_error == q["copy_error"]
     assert "not copied" in result.summary()
+
+
+def test_a_null_typed_column_is_read_as_the_contracts_type_beside_other_files(spark, dirs):
+    """A producer that never knew the workload writes the column as Arrow's null type (pandas' all-None);
+    the reader casts it, and the file shares one Arrow batch with an ordinary file of the same task."""
+    raw, lake_root = dirs
+    nulls_schema = pa.schema([pa.field(f.name, pa.null()) if f.name == "local_workload" else f
+                              for f in RAW_FLOW_SCHEMA], metadata=RAW_FLOW_SCHEMA.metadata)
+    write_flows(raw, [flow(local_workload=None), flow(local_workload=None, remote_port=80)], seq=0,
+                schema=nulls_schema, instance="i-null")
+    write_flows(raw, [flow(remote_ip="::FFFF:10.0.0.9")], seq=1, instance="i-plain")
+    result = run_ingest(spark, raw, lake_root)
+    assert (result.files_ingested, result.rows_ingested, result.quarantined) == (2, 3, [])
+    bronze = lk.read(spark, lk.Lake(lake_root).bronze_flows)
+    got = sorted((r.instance_id, r.local_workload, r.remote_ip) for r in bronze.collect())
+    assert got == [("i-null", None, "10.0.0.2"), ("i-null", None, "10.0.0.2"), ("i-plain", "client", "10.0.0.9")]
