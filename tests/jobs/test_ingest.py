@@ -293,3 +293,22 @@ def test_a_null_typed_column_is_read_as_the_contracts_type_beside_other_files(sp
     bronze = lk.read(spark, lk.Lake(lake_root).bronze_flows)
     got = sorted((r.instance_id, r.local_workload, r.remote_ip) for r in bronze.collect())
     assert got == [("i-null", None, "10.0.0.2"), ("i-null", None, "10.0.0.2"), ("i-plain", "client", "10.0.0.9")]
+
+
+def test_read_keys_concatenates_files_into_batches_and_canonicalises_each_batch(tmp_path):
+    """The reader's task body without Spark: files fill a batch up to batch_rows (IPv6-mapped IPv4 made
+    canonical across the batch), an unreadable file is one row with only its reason."""
+    from flowlake.jobs.bronze.rawfiles import KIND_FLOWS, read_keys
+
+    raw = str(tmp_path / "raw")
+    mapped = write_flows(raw, [flow(remote_ip="::FFFF:10.0.0.9")], seq=0)
+    plain = write_flows(raw, [flow(), flow(local_ip="fe80:0:0::1")], seq=1)
+    broken = write_raw_bytes(raw, raw_flow_key(instance_id="i-a", first_interval_start_ms=T0, seq=2), b"not parquet")
+    batches = list(read_keys([mapped, plain, broken], raw_root=raw, kind=KIND_FLOWS, batch_rows=2))
+    assert [b.num_rows for b in batches] == [3, 1]
+    rows = pa.Table.from_batches(batches).to_pylist()
+    assert [(r["_local_ip_c"], r["_remote_ip_c"]) for r in rows[:3]] == [
+        ("10.0.0.1", "10.0.0.9"), ("10.0.0.1", "10.0.0.2"), ("fe80::1", "10.0.0.2")]
+    assert [r["source_file"].endswith(k) for r, k in zip(rows, [mapped, plain, plain, broken])] == [True] * 4
+    assert [r["_file_reason"] is None for r in rows[:3]] == [True] * 3
+    assert rows[3]["_file_reason"].startswith("not a readable Parquet file") and rows[3]["local_ip"] is None
