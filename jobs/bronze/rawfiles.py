@@ -78,19 +78,19 @@ def read_contract_file(loc: Location, key: str, *, kind: str) -> tuple[pa.Table 
     except Exception as err:  # noqa: BLE001 - any unreadable file is quarantined with the reason
         what = "Parquet" if key.endswith(".parquet") else "gzip JSON Lines"
         return None, f"not a readable {what} file: {type(err).__name__}: {str(err)[:200]}"
-    nulls = []
+    all_null = False
     for want in schema:
         if want.name not in table.column_names:
             return None, f"column {want.name} is missing"
         got = table.schema.field(want.name).type
         if got == pa.null():
-            nulls.append(want.name)
+            all_null = True
         elif got != want.type:
             return None, f"column {want.name} is {got}, the contract says {want.type}"
     table = table.select(schema.names)
     # the types are the contract's already but for all-null columns: cast only then (a cast per file
     # and column was a tenth of the read)
-    return (table.cast(schema.remove_metadata()) if nulls else table.replace_schema_metadata(None)), None
+    return (table.cast(schema.remove_metadata()) if all_null else table.replace_schema_metadata(None)), None
 
 
 _CANONICAL: dict[str | None, str | None] = {}  # per worker process: a fleet repeats the same addresses
@@ -99,7 +99,7 @@ CANONICAL_CACHE_MAX = 1 << 16
 
 def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
     """Canonical IP texts (None where not an IP), worked out once per distinct value."""
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    col = col.combine_chunks()
     distinct = pc.unique(col)
     if len(_CANONICAL) > CANONICAL_CACHE_MAX:
         _CANONICAL.clear()
@@ -166,10 +166,9 @@ def read_files(spark: SparkSession, *, raw_root: str, keys: list[str], kind: str
     Each file is read whole by one task. About 2.4 ms per raw file of some 300 records, of which
     pyarrow's Parquet read is 0.8 ms (``bench/raw_read.py``).
     """
-    def read_batches(batches):
-        for batch in batches:
-            yield from read_keys(batch.column("key").to_pylist(), raw_root=raw_root, kind=kind,
-                                 batch_rows=batch_rows)
+    def read_batches(batches):  # one task: its keys, however Spark batched them, read as one stream
+        keys = (key for batch in batches for key in batch.column("key").to_pylist())
+        yield from read_keys(keys, raw_root=raw_root, kind=kind, batch_rows=batch_rows)
 
     partitions = max(1, min(len(keys) // FILES_PER_TASK + 1, spark.sparkContext.defaultParallelism * 4))
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(partitions)
