@@ -19,6 +19,7 @@ from tests import lakehelp as lk
 from flowlake.jobs.config import load_jobs_config
 from flowlake.jobs.run import ownership_stage
 from flowlake.jobs.run.pipeline import run
+from flowlake.jobs.run.plan import load_plan
 from flowlake.jobs.silver import attribute
 from flowlake.timeutil import parse_utc
 from flowlake.sim.core import simulate
@@ -137,6 +138,9 @@ def test_hour_by_hour_stage_by_stage_with_late_data_equals_one_window(spark, fle
         for stage in STAGES:
             report = run(spark, raw_root=str(raw), lake_root=lake_root, start_ms=T + h * H, end_ms=T + (h + 1) * H,
                          config=load_jobs_config(), stages=(stage,), run_id=f"hour-{h}")
+        # ownership planned the span once and kept it; the later stages' processes read it, not replan
+        kept = load_plan(lk.Lake(lake_root), f"hour-{h}", start_ms=T + h * H, end_ms=T + (h + 1) * H)
+        assert kept is not None and kept[0] == report.span
         return report
 
     hour(0)
