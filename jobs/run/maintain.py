@@ -8,7 +8,9 @@ on the data interval, so a backfill maintains as it goes), and always from
 * OPTIMIZE once it holds ``compact_min_files`` files: dt-partitioned tables
   only for the days of the run's span; silver/flows_attributed Z-ordered by
   ``cluster_flows_by`` within each day;
-* VACUUM keeping ``vacuum_retain_hours`` of time travel.
+* VACUUM keeping ``vacuum_retain_hours`` of time travel;
+
+and deletes run plans (``_meta/plans``) older than ``vacuum_retain_hours``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pyspark.sql import SparkSession
 from flowlake.jobs.config import MaintenanceParams
 from flowlake.jobs.run import io
 from flowlake.jobs.run.context import RunContext
+from flowlake.jobs.run.plan import PLANS_DIR, prune_plans
 from flowlake.lake import FLOWS_ATTRIBUTED, TABLES, Lake
 from flowlake.spark import jvm_console_captured
 from flowlake.timeutil import HOUR_MS, day_of
@@ -49,11 +52,14 @@ class Maintained:
 
 def summary(done: list[Maintained]) -> str:
     """One line for a whole maintenance (the per-table lines go to the run's log)."""
+    plans = sum(m.deleted for m in done if m.table == PLANS_DIR)
+    done = [m for m in done if m.table != PLANS_DIR]
     compacted = [m for m in done if m.compacted and m.compacted[0]]  # OPTIMIZE found files to rewrite
     removed, added = (sum(m.compacted[i] for m in compacted) for i in (0, 1))
     retain = f"keeping {done[0].retain_hours} h" if done else "nothing to vacuum"
     did = f"compacted {len(compacted)} ({removed} file(s) into {added})" if compacted else "nothing to compact"
-    return f"maintain: {len(done)} table(s); {did}; vacuumed ({retain}, {sum(m.deleted for m in done)} file(s) deleted)"
+    return (f"maintain: {len(done)} table(s); {did}; vacuumed ({retain}, {sum(m.deleted for m in done)} file(s) "
+            "deleted)" + (f"; {plans} old run plan(s) deleted" if plans else ""))
 
 
 def maintain_stage(ctx: RunContext) -> None:
@@ -102,6 +108,9 @@ def maintain(spark: SparkSession, lake: Lake, *, params: MaintenanceParams,
             compacted = (int(m[0]), int(m[1]))
         deleted = vacuum(spark, delta, retain_hours=params.vacuum_retain_hours)
         out.append(Maintained(table.name, compacted, deleted, params.vacuum_retain_hours))
+    pruned = prune_plans(lake, older_than_hours=params.vacuum_retain_hours)
+    if pruned:  # run plans no retry will read again (jobs/run/plan.py)
+        out.append(Maintained(PLANS_DIR, None, pruned, params.vacuum_retain_hours))
     return out
 
 

@@ -14,9 +14,10 @@ ingest of the run id drops the plan (what it ingested may have changed).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 
-from pyarrow.fs import FileType
+from pyarrow.fs import FileSelector, FileType
 from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_UNASSIGN
@@ -141,3 +142,16 @@ def drop_plan(lake: Lake, run_id: str) -> None:
     fs, path = lake.location.fs, _path(lake, run_id)
     if fs.get_file_info(path).type != FileType.NotFound:
         fs.delete_file(path)
+
+
+def prune_plans(lake: Lake, *, older_than_hours: int, now_s: float | None = None) -> int:
+    """Delete the plans last written more than ``older_than_hours`` ago (maintenance); returns how many."""
+    fs, folder = lake.location.fs, f"{lake.location.path}/{PLANS_DIR}"
+    if fs.get_file_info(folder).type != FileType.Directory:
+        return 0
+    cutoff_s = (time.time() if now_s is None else now_s) - older_than_hours * 3600
+    old = [info.path for info in fs.get_file_info(FileSelector(folder))
+           if info.type == FileType.File and info.path.endswith(".json") and info.mtime.timestamp() < cutoff_s]
+    for path in old:
+        fs.delete_file(path)
+    return len(old)

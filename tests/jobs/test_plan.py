@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from flowlake.jobs.bronze.ingest import IngestResult
@@ -73,3 +75,21 @@ def test_a_plan_is_kept_on_s3(s3_server, monkeypatch):
     assert load_plan(lake, "r1", start_ms=T, end_ms=T + H) == (span, _ingested(None))
     drop_plan(lake, "r1")
     assert load_plan(lake, "r1", start_ms=T, end_ms=T + H) is None
+
+
+def test_maintenance_deletes_plans_older_than_the_time_travel_it_keeps(spark, tmp_path):
+    from flowlake.jobs.config import MaintenanceParams
+    from flowlake.jobs.run.maintain import maintain, summary
+    from flowlake.jobs.run.plan import PLANS_DIR, prune_plans
+
+    lake = Lake(str(tmp_path / "lake"))
+    assert prune_plans(lake, older_than_hours=168) == 0  # no plan folder yet
+    for run_id in ("old", "new"):
+        save_plan(lake, run_id, Span(start_ms=T, end_ms=T + H, from_ms=T), _ingested(None))
+    old = tmp_path / "lake" / PLANS_DIR / "old.json"
+    week_and_an_hour_ago = old.stat().st_mtime - 169 * 3600
+    os.utime(old, (week_and_an_hour_ago, week_and_an_hour_ago))
+    done = maintain(spark, lake, params=MaintenanceParams(vacuum_retain_hours=168))  # a lake with no table yet
+    assert summary(done).endswith("; 1 old run plan(s) deleted") and summary(done).startswith("maintain: 0 table(s)")
+    assert sorted(p.name for p in old.parent.iterdir()) == ["new.json"]
+    assert load_plan(lake, "new", start_ms=T, end_ms=T + H) is not None
