@@ -79,7 +79,7 @@ QUARANTINE_FILES = Table("quarantine/files", ddl=(
 RUNS = Table("_meta/runs", ddl=(
     "run_id string, start_ms bigint, end_ms bigint, recomputed_from_ms bigint, flow_files bigint, "
     "flow_rows bigint, event_files bigint, quarantined_files bigint, attributed_rows bigint, "
-    "started_at_ms bigint, finished_at_ms bigint"))
+    "started_at_ms bigint, finished_at_ms bigint, stages array<string>"))
 IP_OWNERSHIP = Table("silver/ip_ownership", VALID_FROM, (), (
     "ip string, workload string, valid_from_ms bigint, valid_to_ms bigint, source string, "
     "instance_id string, kind string, region string, availability_zone string"))

@@ -33,6 +33,20 @@ def utc(ms) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def complete_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``_meta/runs`` whose run finished gold: their window is complete. A run of some
+    stages (``stages``, one row a process of the Airflow DAG) is listed but not complete; rows from
+    before that column reached gold (the only runs that wrote a row then)."""
+    if "stages" not in runs.columns:
+        return runs
+    return runs[runs["stages"].map(lambda s: s is None or not hasattr(s, "__len__") or "gold" in list(s))]
+
+
+def stage_list(stages) -> str:
+    """A runs row's ``stages`` as ``ingest,ownership`` ("all" for a row from before the column)."""
+    return "all" if stages is None or not hasattr(stages, "__len__") else ",".join(stages)
+
+
 def storage_options(root: str) -> dict[str, str] | None:
     """delta-rs storage options for a root: None locally, the AWS environment on S3."""
     if not is_s3(root):

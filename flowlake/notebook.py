@@ -148,7 +148,7 @@ def attribution_shares(root: str) -> pd.DataFrame:
 
 
 def who_called(view: LakeView, workload: str, *, days: int = 7, until_ms: int | None = None) -> tuple[pd.DataFrame, float]:
-    """Who called ``workload`` in the ``days`` before ``until_ms`` (default: the end of the newest run's window),
+    """Who called ``workload`` in the ``days`` before ``until_ms`` (default: the end of the newest complete run's window),
     and how much: callers with connections and bytes each way, heaviest first; plus the seconds it took.
 
     Read from silver/flows_attributed with delta-rs (partition and row filters pushed down). Each
@@ -157,7 +157,7 @@ def who_called(view: LakeView, workload: str, *, days: int = 7, until_ms: int | 
     """
     t0 = time.perf_counter()
     if until_ms is None:
-        runs = view.table("runs", columns=["end_ms"])
+        runs = lakeread.complete_runs(view.table("runs"))
         until_ms = int(runs.end_ms.max()) if len(runs) else int(time.time() * 1000)
     since_ms = until_ms - days * DAY_MS
     f = pads.field

@@ -124,11 +124,11 @@ def _p(text: str, cls: str = "note") -> str:
 def summary_section(view: nb.LakeView, *, now_ms: int) -> str:
     """Window, records, attribution, quality gates, quarantine, completeness."""
     facts: list[tuple[str, str]] = []
-    runs = view.table("runs") if view.has("runs") else pd.DataFrame()
-    if len(runs):
-        newest = int(runs.end_ms.max())
+    runs = lakeread.complete_runs(view.table("runs")) if view.has("runs") else pd.DataFrame()
+    if len(runs):  # complete runs (a run id of the DAG has a row a stage; its gold row completes the window)
+        newest, n = int(runs.end_ms.max()), runs.run_id.nunique()
         facts.append(("window", f"{lakeread.utc(runs.start_ms.min())} → {lakeread.utc(newest)} "
-                               f"({len(runs)} run{'s' if len(runs) != 1 else ''})"))
+                               f"({n} run{'s' if n != 1 else ''})"))
         last = runs.sort_values("finished_at_ms").iloc[-1]
         facts.append(("last run", f"<code>{html.escape(str(last.run_id))}</code> finished "
                                   f"{lakeread.utc(last.finished_at_ms)}"))

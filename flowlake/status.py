@@ -44,24 +44,30 @@ def _int(v) -> int | None:
 
 
 def runs_status(root: str, *, last: int, now_ms: int) -> tuple[list[dict], dict]:
-    """The ``last`` runs (newest first) and the freshness of the lake's newest data."""
+    """The ``last`` runs (newest first; a run of some stages is listed with them) and the freshness of
+    the lake's newest complete window (a run that finished gold)."""
     runs = lakeread.read_table(root, "_meta/runs")
     if runs is None or runs.empty:
         return [], {"newest_data_end": None, "lag_s": None, "last_run_finished": None}
     runs = runs.sort_values("finished_at_ms", ascending=False)
     out = []
-    for r in runs.head(last).itertuples():
+    for r in runs.head(last).to_dict("records"):
         out.append({
-            "run_id": r.run_id, "window_start": _iso(r.start_ms), "window_end": _iso(r.end_ms),
-            "recomputed_from": _iso(r.recomputed_from_ms), "finished_at": _iso(r.finished_at_ms),
-            "seconds": round((r.finished_at_ms - r.started_at_ms) / 1000, 1)
-            if pd.notna(r.finished_at_ms) and pd.notna(r.started_at_ms) else None,
-            "flow_files": _int(r.flow_files), "flow_rows": _int(r.flow_rows),
-            "attributed_rows": _int(r.attributed_rows), "quarantined_files": _int(r.quarantined_files),
+            "run_id": r["run_id"], "stages": lakeread.stage_list(r.get("stages")),
+            "window_start": _iso(r["start_ms"]), "window_end": _iso(r["end_ms"]),
+            "recomputed_from": _iso(r["recomputed_from_ms"]), "finished_at": _iso(r["finished_at_ms"]),
+            "seconds": round((r["finished_at_ms"] - r["started_at_ms"]) / 1000, 1)
+            if pd.notna(r["finished_at_ms"]) and pd.notna(r["started_at_ms"]) else None,
+            "flow_files": _int(r["flow_files"]), "flow_rows": _int(r["flow_rows"]),
+            "attributed_rows": _int(r["attributed_rows"]), "quarantined_files": _int(r["quarantined_files"]),
         })
-    newest = int(runs.end_ms.max())
+    complete = lakeread.complete_runs(runs)
+    if complete.empty:
+        return out, {"newest_data_end": None, "lag_s": None, "last_run_finished": None}
+    newest = int(complete.end_ms.max())
     fresh = {"newest_data_end": _iso(newest), "newest_data_end_ms": newest,
-             "lag_s": round((now_ms - newest) / 1000), "last_run_finished": out[0]["finished_at"], "runs": len(runs)}
+             "lag_s": round((now_ms - newest) / 1000), "last_run_finished": _iso(complete.finished_at_ms.max()),
+             "runs": int(complete.run_id.nunique())}
     return out, fresh
 
 
@@ -163,15 +169,18 @@ def render_text(st: dict[str, Any]) -> str:
     f = st["freshness"]
     if f["newest_data_end"]:
         lines.append(f"freshness: data up to {_h(f['newest_data_end'])} ({_age(f['lag_s'])} ago); "
-                     f"last run finished {_h(f['last_run_finished'])}; {f['runs']} runs in all")
+                     f"last complete run finished {_h(f['last_run_finished'])}; {f['runs']} complete runs in all")
     else:
-        lines.append("freshness: no run recorded in _meta/runs")
+        lines.append("freshness: " + ("no complete run (one that finished gold) in _meta/runs yet" if st["runs"]
+                                      else "no run recorded in _meta/runs"))
     if st["runs"]:
         lines.append("\nlast runs:")
         for r in st["runs"]:
-            lines.append(f"  {r['run_id']}: {_h(r['window_start'])} → {_h(r['window_end'])}, finished {_h(r['finished_at'])} "
-                         f"in {r['seconds']} s; {r['flow_rows'] or 0:,} flow rows from {r['flow_files'] or 0:,} files, "
-                         f"{r['quarantined_files'] or 0} quarantined")
+            took_in = "" if r["flow_rows"] is None else (
+                f"; {r['flow_rows']:,} flow rows from {r['flow_files'] or 0:,} files, "
+                f"{r['quarantined_files'] or 0} quarantined")
+            lines.append(f"  {r['run_id']} ({r['stages']}): {_h(r['window_start'])} → {_h(r['window_end'])}, "
+                         f"finished {_h(r['finished_at'])} in {r['seconds']} s{took_in}")
     q = st["quality"]
     lines.append("\nquality gates:" + ("" if q["stages"] else " no reports under _quality/"))
     for s in q["stages"]:

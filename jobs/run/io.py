@@ -50,11 +50,13 @@ def overwrite(df: DataFrame, lake: Lake, table: Table) -> None:
     _writer(df, table, mode="overwrite").option("overwriteSchema", "true").save(lake.path(table))
 
 
-def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None) -> None:
+def append(df: DataFrame, lake: Lake, table: Table, *, optimize_write: bool | None = None,
+           merge_schema: bool = False) -> None:
     """Append ``df``; ``optimize_write`` overrides the session's Delta optimized writes for this write
     (False: ``df``'s own partitions lay the files out, with no shuffle to bin them: for rows that come
-    out of a shuffle already, in a few partitions)."""
-    _writer(df, table, mode="append", optimize_write=optimize_write).save(lake.path(table))
+    out of a shuffle already, in a few partitions); ``merge_schema`` adds ``df``'s new columns to the table."""
+    writer = _writer(df, table, mode="append", optimize_write=optimize_write)
+    (writer.option("mergeSchema", "true") if merge_schema else writer).save(lake.path(table))
 
 
 def _writer(df: DataFrame, table: Table, *, mode: str, optimize_write: bool | None = None) -> DataFrameWriter:

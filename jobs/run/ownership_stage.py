@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from flowlake.contracts import ACTION_UNASSIGN, IP_EVENT_SCHEMA
 from flowlake.jobs.quality import suites
+from flowlake.jobs.run import runs as runs_log
 from flowlake.jobs.run.checks import bronze_checks
 from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.silver import ownership
@@ -19,7 +20,7 @@ from flowlake.jobs.silver.tracker_lag import (
     hourly_lag_from_pairs, lag_summary, learn_reads, lookback_ms, margins, pair_reads, pairs_by_hour,
 )
 from flowlake.lake import (
-    BRONZE_FLOWS, BRONZE_IP_EVENTS, IP_EVENT_HOLDINGS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS, RUNS,
+    BRONZE_FLOWS, BRONZE_IP_EVENTS, IP_EVENT_HOLDINGS, IP_OWNERSHIP, OWNERSHIP_CONFLICTS, OWNERSHIP_DOUBTS,
     TRACKER_LAG, TRACKER_LAG_PAIRS,
 )
 from flowlake.timeutil import HOUR_MS
@@ -46,9 +47,10 @@ def ownership_stage(ctx: RunContext) -> None:
     events = all_events.where(F.col("event_ms") < span.end_ms + ownership.event_reach_ms(params))
     # an earlier run published the holdings open at the span's start: start from them; else (a new
     # lake, or after a gap in the runs) read every earlier event once
-    runs = ctx.read(RUNS)
+    owned_before = runs_log.read(ctx.spark, ctx.lake).where(runs_log.finished("ownership"))
     seeded = events
-    continued = runs.where((F.col("start_ms") < span.from_ms) & (F.col("end_ms") >= span.from_ms)).limit(1).count()
+    continued = owned_before.where((F.col("start_ms") < span.from_ms)
+                                   & (F.col("end_ms") >= span.from_ms)).limit(1).count()
     if continued:
         events = events.where(F.col("event_ms") >= span.from_ms)
         holdings = ctx.read(IP_EVENT_HOLDINGS)
@@ -83,7 +85,7 @@ def ownership_stage(ctx: RunContext) -> None:
     ranges, conflicts, doubts, holdings = ownership.build_from_rows(evidence, held, params=params,
                                                                     silent_since=silent_since)
     # nothing published beyond this window: holdings reaching past its end stay open
-    open_end = runs.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
+    open_end = owned_before.where(F.col("end_ms") > span.end_ms).limit(1).count() == 0
     spliced = {}
     for table, computed, key, same in ((IP_OWNERSHIP, ranges, OWNER_KEY, OWNER_COLUMNS),
                                        (OWNERSHIP_CONFLICTS, conflicts, ["ip"], ["owners"]),

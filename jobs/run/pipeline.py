@@ -21,13 +21,13 @@ from pyspark.sql import SparkSession
 
 from flowlake.jobs.bronze import ingest
 from flowlake.jobs.config import InsightConfig, JobsConfig, QualityConfig, load_insight_config, load_quality_config
-from flowlake.jobs.run import io
+from flowlake.jobs.run import runs
 from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.lock import LakeLock
 from flowlake.jobs.run.plan import drop_plan, plan, plan_span
 from flowlake.jobs.run.span import Span
 from flowlake.jobs.run.stage_names import DEFAULT_STAGES, STAGE_NAMES
-from flowlake.lake import RUNS, Lake
+from flowlake.lake import Lake
 from flowlake.spark import configure_storage, require_s3
 from flowlake.storage import is_s3
 from flowlake.timeutil import iso
@@ -134,11 +134,6 @@ def _run_locked(ctx: RunContext, stages: tuple[str, ...]) -> RunReport:
     flows, events = ctx.results["ingest"]
     report = RunReport(ctx.run_id, ctx.span, flows, events, ctx.results.get("by_attribution"), ctx.seconds,
                        stages, ctx.quality_lines)
-    if "gold" in stages:  # the last stage: the window is complete (backfill skips it from now on)
-        span = ctx.span
-        row = (ctx.run_id, span.start_ms, span.end_ms, span.from_ms, flows.files_ingested, flows.rows_ingested,
-               events.files_ingested, len(flows.quarantined) + len(events.quarantined),
-               report.attributed_rows if report.by_attribution is not None else None,
-               started_ms, int(time.time() * 1000))
-        io.append(ctx.spark.createDataFrame([row], RUNS.ddl), ctx.lake, RUNS)
+    if stages != ("maintain",):  # maintenance alone changes no table of the window: no row, no Spark query
+        runs.record(ctx, stages=stages, started_ms=started_ms, finished_ms=int(time.time() * 1000))
     return report

@@ -23,12 +23,13 @@ from pyspark.sql import functions as F
 from flowlake.contracts import ACTION_UNASSIGN
 from flowlake.jobs.bronze import ingest
 from flowlake.jobs.bronze.rawfiles import KIND_EVENTS, KIND_FLOWS
+from flowlake.jobs.run import runs
 from flowlake.jobs.run.context import RunContext
 from flowlake.jobs.run.span import Span
 from flowlake.jobs.silver.orphans import orphan_reach
 from flowlake.jobs.silver.ownership import event_reach_ms, evidence_pad_ms
 from flowlake.jobs.silver.tracker_lag import lookback_ms
-from flowlake.lake import BRONZE_IP_EVENTS, INGESTED_FILES, IP_EVENT_HOLDINGS, RUNS, Lake
+from flowlake.lake import BRONZE_IP_EVENTS, INGESTED_FILES, IP_EVENT_HOLDINGS, Lake
 from flowlake.timeutil import HOUR_MS, floor_to
 
 PLANS_DIR = "_meta/plans"
@@ -81,14 +82,16 @@ def _floor_ms(ctx: RunContext) -> int:
 
 def plan_span(ctx: RunContext, *, late_ms: list[int | None]) -> Span:
     """The run's span: the window, reaching back to the earliest late data this run ingested when an
-    earlier run (within the late-arrival lookback) already published that time."""
+    earlier run (within the late-arrival lookback) already published tables derived from that time
+    (:func:`~flowlake.jobs.run.runs.published`: whether or not its gold ran)."""
     start_ms = ctx.start_ms
     floor_ms = _floor_ms(ctx)
     from_ms = start_ms
     late = [t for t in late_ms if t is not None and t < start_ms]
     if late:
         candidate = max(floor_ms, floor_to(min(late), HOUR_MS))
-        earliest = (ctx.read(RUNS).where((F.col("end_ms") > candidate) & (F.col("start_ms") < start_ms))
+        published = runs.read(ctx.spark, ctx.lake).where(runs.published())
+        earliest = (published.where((F.col("end_ms") > candidate) & (F.col("start_ms") < start_ms))
                     .agg(F.min("start_ms")).first()[0])
         if earliest is not None:
             from_ms = min(start_ms, max(candidate, floor_to(earliest, HOUR_MS)))

@@ -61,7 +61,7 @@ def test_text_output(lake):
     out = res.output
     assert "writer lock: HELD by run run-3 (pid 4242 on worker-7" in out
     assert "freshness: data up to 2025-06-23 00:00:00 UTC" in out
-    assert "run-2: 2025-06-16 00:00:00 UTC → 2025-06-23 00:00:00 UTC" in out
+    assert "run-2 (all): 2025-06-16 00:00:00 UTC → 2025-06-23 00:00:00 UTC" in out
     assert "run-2 silver: FAILED, 1 passed, 1 blocking, 1 warnings (silver.attributed_share" in out
     assert "quarantined files: 1 (not a parquet file: 1)" in out
     assert "gold/policy_breaches" in out and "2 files" in out
@@ -151,3 +151,30 @@ def test_storage_options_follow_the_aws_environment(monkeypatch, no_aws_env):
     assert opts == {"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true",
                     "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false"}
     assert lakeread.table_uri("s3a://b/lake", "gold/x") == "s3://b/lake/gold/x"
+
+
+def test_a_run_of_some_stages_is_listed_but_freshness_counts_complete_windows(lake, tmp_path):
+    """The DAG's next hour has run ingest and ownership (a row each), not gold: it is among the last runs,
+    with its stages, but the newest complete window is still the one before (legacy rows: complete)."""
+    root = tmp_path / "lake"
+    (root / "_meta").mkdir(parents=True)
+    shutil.copytree(lake / "_meta/runs", root / "_meta/runs")
+    old = DeltaTable(str(root / "_meta/runs")).to_pandas()
+    end = int(old.end_ms.max())
+    dag = pd.DataFrame([{
+        "run_id": "airflow-next", "start_ms": end, "end_ms": end + HOUR, "recomputed_from_ms": end,
+        "flow_files": 7 if stage == "ingest" else None, "flow_rows": 70 if stage == "ingest" else None,
+        "event_files": 1 if stage == "ingest" else None, "quarantined_files": 0 if stage == "ingest" else None,
+        "attributed_rows": None, "started_at_ms": END + 10 * HOUR + k, "finished_at_ms": END + 10 * HOUR + k + 1,
+        "stages": [stage]} for k, stage in enumerate(("ingest", "ownership"))])
+    table = pa.Table.from_pandas(dag, preserve_index=False).cast(pa.schema(
+        [(c, pa.string() if c == "run_id" else pa.list_(pa.string()) if c == "stages" else pa.int64())
+         for c in dag.columns]))
+    write_deltalake(str(root / "_meta/runs"), table, mode="append", schema_mode="merge")
+    st = status.collect(str(root), last=3, now_ms=END + 11 * HOUR)
+    assert [(r["run_id"], r["stages"], r["flow_rows"]) for r in st["runs"]] == [
+        ("airflow-next", "ownership", None), ("airflow-next", "ingest", 70), ("run-2", "all", 5000)]
+    assert st["freshness"]["newest_data_end"] == "2025-06-23T00:00:00Z" and st["freshness"]["runs"] == 3
+    text = status.render_text(st)
+    assert "airflow-next (ownership): 2025-06-23 00:00:00 UTC" in text and "airflow-next (ingest)" in text
+    assert "run-2 (all)" in text and "5,000 flow rows" in text
