@@ -1,7 +1,7 @@
 """``flowlake pipeline backfill``: the windows of a range, in order, each once.
 
-A window is complete when the runs log (``_meta/runs``,
-:mod:`flowlake.jobs.run.runs`) has a run covering it that finished gold. Backfill skips complete windows, runs
+A window is complete when the runs log (``_meta/runs``, :mod:`flowlake.jobs.run.runs`)
+has a run covering it that finished gold. Backfill skips complete windows, runs
 the others oldest first and stops at the first failure, so running it again
 resumes where it stopped.
 """
@@ -41,7 +41,7 @@ def complete(runs: list[tuple[int, int]], window: tuple[int, int]) -> bool:
 
 
 def finished_runs(spark: SparkSession, lake_root: str) -> list[tuple[int, int]]:
-    """(start_ms, end_ms) of every run that reached its last stage."""
+    """(start_ms, end_ms) of every run that finished gold (its window is complete)."""
     runs = runs_log.read(spark, Lake(lake_root)).where(runs_log.finished("gold"))
     return [(r[0], r[1]) for r in runs.select("start_ms", "end_ms").distinct().orderBy(F.col("start_ms")).collect()]
 
