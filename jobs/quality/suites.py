@@ -4,8 +4,9 @@ Each suite is a list of :class:`~flowlake.jobs.quality.checks.Check` s: a
 Great Expectations 1.x expectation over a DataFrame (the rows about to be
 published, or a small DataFrame of violations or totals computed here). A
 stage validates its output *before* it publishes (:mod:`flowlake.jobs.quality.gate`):
-a failed ``blocking`` check stops the run, a failed ``warning`` is reported. One suite runs a query
-while it is built: the silver suite's digests decide whether its record check needs its shuffle.
+a failed ``blocking`` check stops the run, a failed ``warning`` is reported. Two suites run queries while they are built:
+the bronze suite finds the few bad addresses and counts the rows its row checks fail, the silver
+suite's digests decide whether its record check needs its shuffle.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
     """Bronze rows of the span (``window``) and the rows this run ingested (``new_rows``)."""
     nulls = F.concat_ws(",", *[F.when(F.col(c).isNull(), F.lit(c)) for c in NOT_NULL_FLOW_COLUMNS])
     negative = F.concat_ws(",", *[F.when(F.col(c) < 0, F.lit(c)) for c in COUNTER_COLUMNS])
-    bad = non_canonical_ips(window, ["local_ip", "remote_ip"])
+    # the bad addresses are few (ingest quarantines files that have any): found once, then joined as a
+    # literal table, so the row pass below is the only other read of the window
+    spark = window.sparkSession
+    bad = spark.createDataFrame([(r.ip,) for r in non_canonical_ips(window, ["local_ip", "remote_ip"]).collect()],
+                                "ip string")
     rows = window
     for column in ("local_ip", "remote_ip"):
         rows = rows.join(F.broadcast(bad.select(F.col("ip").alias(column), F.col("ip").alias(f"_bad_{column}"))),
@@ -44,8 +49,7 @@ def bronze_suite(window: DataFrame, new_rows: DataFrame, *, start_ms: int, end_m
     want = {f.name: f.type for f in RAW_FLOW_SCHEMA}
     got = dict(window.dtypes)
     wrong = {c: got.get(c, "missing") for c, t in want.items() if got.get(c) != SPARK_TYPES[str(t)]}
-    schema = window.sparkSession.createDataFrame(
-        [(c, g) for c, g in sorted(wrong.items())], "column string, actual_type string")
+    schema = spark.createDataFrame([(c, g) for c, g in sorted(wrong.items())], "column string, actual_type string")
     checks = [
         Check("bronze.schema", schema, "ExpectTableRowCountToEqual", {"value": 0},
               "every contract column present with the contract's type"),

@@ -68,26 +68,38 @@ def event_reach_ms(params: AttributionParams) -> int:
 
 # --------------------------------------------------------------------------- heartbeats
 
-def heartbeat_evidence(flows: DataFrame) -> DataFrame:
-    """Distinct evidence points: (ip, owner) held the ip at first_ms (= last_ms).
+def heartbeat_evidence(flows: DataFrame, *, max_gap_ms: int) -> DataFrame:
+    """Evidence of (ip, owner): the owner held the ip from ``first_ms`` to ``last_ms``.
 
-    Points are kept apart, not summarised per interval: another owner's point
-    between two of one owner's points must split that owner's run.
+    A run of one owner's points splits where another owner's point falls between two of them, or where
+    two follow each other more than ``max_gap_ms`` apart. Within a time bucket of that width on one ip
+    that a single owner has points in, neither can happen: those points become one row (the first and the
+    last of them; the buckets are fixed in time, so the rows do not depend on the window). Buckets that
+    several owners share keep their points apart (``first_ms`` = ``last_ms``). This keeps the runs exact
+    while the rows that reach the runs' window fall from one per distinct flow start to about one per
+    ip, owner and bucket.
     """
-    return (
-        flows.where(F.col("local_workload").isNotNull())
-        .groupBy(
-            F.col("local_ip").alias("ip"),
-            F.col("local_workload").alias("workload"),
-            "instance_id",
-            F.col("first_start_ms").alias("first_ms"),
-        )
-        .agg(
-            F.first("region", ignorenulls=True).alias("region"),
-            F.first("availability_zone", ignorenulls=True).alias("availability_zone"),
-        )
-        .withColumn("last_ms", F.col("first_ms"))
+    width = max(1, max_gap_ms)  # points in one bucket lie at most width - 1 apart: never a gap split
+    points = flows.where(F.col("local_workload").isNotNull()).select(
+        F.col("local_ip").alias("ip"), F.col("local_workload").alias("workload"), "instance_id",
+        F.col("first_start_ms").alias("first_ms"), "region", "availability_zone",
+        F.floor(F.col("first_start_ms") / width).alias("_bucket"),
     )
+    # region and zone are grouping keys (an instance has one each), not first(): a hash aggregate, no sort
+    buckets = points.groupBy("ip", "workload", "instance_id", "_bucket", "region", "availability_zone").agg(
+        F.min("first_ms").alias("first_ms"), F.max("first_ms").alias("last_ms")).localCheckpoint()
+    shared = (buckets.groupBy("ip", "_bucket").agg(F.count_distinct(F.struct("workload", "instance_id")).alias("_n"))
+              .where(F.col("_n") > 1).select("ip", "_bucket")).localCheckpoint()
+    columns = ["ip", "workload", "instance_id", "first_ms", "region", "availability_zone", "last_ms"]
+    evidence = buckets.join(F.broadcast(shared), ["ip", "_bucket"], "left_anti").select(*columns)
+    if not shared.take(1):
+        return evidence
+    apart = (points.join(F.broadcast(shared), ["ip", "_bucket"], "left_semi")
+             .groupBy("ip", "workload", "instance_id", "first_ms")
+             .agg(F.first("region", ignorenulls=True).alias("region"),
+                  F.first("availability_zone", ignorenulls=True).alias("availability_zone"))
+             .withColumn("last_ms", F.col("first_ms")))
+    return evidence.unionByName(apart.select(*columns))
 
 
 def heartbeat_runs(evidence: DataFrame, *, params: AttributionParams) -> DataFrame:
@@ -220,7 +232,8 @@ def build_from_rows(flows: DataFrame, rows: DataFrame, *, params: AttributionPar
     """:func:`build` from event rows already computed (EVENT_ROWS_DDL: the tracker's holdings before the
     heartbeat cut, and its doubts); ``silent_since``: see :func:`~flowlake.jobs.silver.doubts.silent_sidecar`."""
     # runs are few but come from every record: computed once (checkpointed: a persist() lived all session)
-    runs = heartbeat_runs(heartbeat_evidence(flows), params=params).localCheckpoint()
+    runs = heartbeat_runs(heartbeat_evidence(flows, max_gap_ms=params.heartbeat_max_gap_ms),
+                          params=params).localCheckpoint()
     # a lag-margin doubt ends where the next holder's own sidecar shows it: before that, it is the old holder's
     rows = date_unknown_holder(date_by_successor(rows, runs, horizon_ms=params.heartbeat_max_gap_ms),
                                runs).localCheckpoint()

@@ -144,3 +144,33 @@ def test_lag_margin_is_taken_off_only_before_another_workloads_assign(margin):
     # lb-a ends at min(unassign, next assign - margin); lb-b starts at its assign, or back to the unassign
     assert out["valid_to_ms"].tolist()[0] == min(T0 + MIN, T0 + MIN + 10_000 - margin)
     assert out["valid_from_ms"].tolist()[1] == (T0 + MIN if margin else T0 + MIN + 10_000)
+
+
+def _runs(evidence):
+    return sorted(tuple(r) for r in ownership.heartbeat_runs(evidence, params=P)
+                  .select("ip", "workload", "instance_id", "valid_from_ms", "valid_to_ms", "region").collect())
+
+
+def test_heartbeat_evidence_summarised_per_bucket_gives_the_runs_of_every_point(spark):
+    """Points of one owner in a max-gap bucket are one row unless another owner shares the bucket: the runs
+    (gap splits, interleaved owners, IP reuse, null instance and region, IPv6) equal those of every point."""
+    import random
+
+    from pyspark.sql import functions as F
+
+    rng = random.Random(7)
+    owners = [("api", "i-1"), ("billing", "i-2"), ("batch", None)]
+    rows = []
+    for ip in ("10.0.0.1", "10.0.0.2", "2600:1f18::a", "2600:1f18::b"):
+        t = T0
+        for _ in range(120):
+            t += rng.choice([2_000, 10_000, 40_000, 16 * MIN])  # some gaps longer than the max gap
+            workload, inst = owners[0] if rng.random() < 0.95 else rng.choice(owners[1:])
+            rows.append(hb(ip, workload, inst, t, region=None if rng.random() < 0.1 else "us-east-1"))
+    flows = flows_df(spark, rows)
+    every_point = (flows.select(F.col("local_ip").alias("ip"), F.col("local_workload").alias("workload"),
+                                "instance_id", F.col("first_start_ms").alias("first_ms"), "region",
+                                "availability_zone").withColumn("last_ms", F.col("first_ms")))
+    summarised = ownership.heartbeat_evidence(flows, max_gap_ms=P.heartbeat_max_gap_ms)
+    assert summarised.count() < 0.6 * len(rows)  # the summary is what makes it cheap
+    assert _runs(summarised) == _runs(every_point)
