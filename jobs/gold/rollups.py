@@ -85,10 +85,27 @@ def _with_rate(df: DataFrame) -> DataFrame:
     )
 
 
+def pair_intervals(attributed: DataFrame) -> DataFrame:
+    """Oriented records summed per hour, aggregation interval and pair (keys and sums as
+    :func:`oriented`'s rows, plus ``records``): what both traffic_hourly and link_hourly are sums,
+    maxima and percentiles of, so that one pass over silver feeds both (``*_of``)."""
+    return oriented(attributed).groupBy("hour_start_ms", "interval_start_ms", *PAIR_KEYS).agg(
+        F.max("interval_s").alias("interval_s"),
+        *[F.sum(c).cast("bigint").alias(c) for c in ("connections", "retransmits", "segments", "bytes_to_dst",
+                                                      "bytes_to_src")],
+        F.max("srtt_us").alias("srtt_us"),
+        F.count(F.lit(1)).alias("records"),
+    )
+
+
 def traffic_hourly(attributed: DataFrame) -> DataFrame:
     """gold/traffic_hourly: per hour, app pair and zone pair."""
-    rows = oriented(attributed).withColumn("records", F.lit(1))
-    return _with_rate(rows.groupBy("hour_start_ms", *PAIR_KEYS).agg(*_measures()))
+    return traffic_hourly_of(pair_intervals(attributed))
+
+
+def traffic_hourly_of(pairs: DataFrame) -> DataFrame:
+    """:func:`traffic_hourly` from :func:`pair_intervals`."""
+    return _with_rate(pairs.groupBy("hour_start_ms", *PAIR_KEYS).agg(*_measures()))
 
 
 def traffic_daily(hourly: DataFrame) -> DataFrame:
@@ -107,7 +124,12 @@ def link_hourly(attributed: DataFrame) -> DataFrame:
     """gold/link_hourly: hourly totals and p95 bytes/s per az pair, region pair and app edge.
 
     The p95 is over the hour's aggregation intervals in which the link carried traffic."""
-    rows = oriented(attributed).select(
+    return link_hourly_of(pair_intervals(attributed))
+
+
+def link_hourly_of(pairs: DataFrame) -> DataFrame:
+    """:func:`link_hourly` from :func:`pair_intervals`."""
+    rows = pairs.select(
         "hour_start_ms", "interval_start_ms", "interval_s", "connections",
         (F.col("bytes_to_dst") + F.col("bytes_to_src")).alias("bytes"),
         F.explode(F.array(

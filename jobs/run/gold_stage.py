@@ -58,10 +58,11 @@ def insight_tables(ctx: RunContext) -> None:
         clock[0] = now
 
     if "rollups" in enabled or "forecast" in enabled:
-        silver = ctx.read_span(FLOWS_ATTRIBUTED, span.hours)
-        ctx.publish(rollups.link_hourly(silver), LINK_HOURLY)
+        # one pass over the span's silver rows feeds both hourly tables (few rows: pairs x intervals)
+        pairs = rollups.pair_intervals(ctx.read_span(FLOWS_ATTRIBUTED, span.hours)).localCheckpoint()
+        ctx.publish(rollups.link_hourly_of(pairs), LINK_HOURLY)
         if "rollups" in enabled:
-            ctx.publish(rollups.traffic_hourly(silver), TRAFFIC_HOURLY)
+            ctx.publish(rollups.traffic_hourly_of(pairs), TRAFFIC_HOURLY)
             hourly = ctx.read(TRAFFIC_HOURLY).where(span.where(TRAFFIC_HOURLY, span.days))
             ctx.publish(rollups.traffic_daily(hourly), TRAFFIC_DAILY)
         lap("rollups")

@@ -80,3 +80,23 @@ def test_link_with_unknown_peer_zone_is_labelled_unknown(spark):
     links = {(r.link_kind, r.link) for r in gold_rollups.link_hourly(attributed_df(spark, rows)).collect()}
     assert ("az_pair", "us-east-1a -> unknown") in links
     assert ("app_edge", "client -> unknown") in links
+
+
+def test_records_sharing_an_interval_and_pair_sum_before_the_p95_and_links_sum_across_pairs(spark):
+    # per one-minute interval k: two client records and one batch record, all us-east-1a -> us-east-1b, 20*k
+    # bytes each: the az_pair link carries 60*k bytes (k bytes/s), the client edge 40*k, the batch edge 20*k
+    rows = []
+    for k in range(1, 21):
+        at = T0 + (k - 1) * MIN
+        rows += [attributed(interval_start_ms=at, bytes_sent=20 * k, bytes_received=0, srtt_us_max=100),
+                 attributed(interval_start_ms=at, bytes_sent=20 * k, bytes_received=0, srtt_us_max=100 + k),
+                 attributed(interval_start_ms=at, bytes_sent=20 * k, bytes_received=0, local_workload="batch",
+                            local_workload_resolved="batch")]
+    silver = attributed_df(spark, rows)
+    got = {(r.link_kind, r.link): r for r in gold_rollups.link_hourly(silver).collect()}
+    assert got[("az_pair", "us-east-1a -> us-east-1b")].p95_bytes_per_s == pytest.approx(19.05)
+    assert got[("app_edge", "client -> server")].p95_bytes_per_s == pytest.approx(19.05 * 2 / 3)
+    assert got[("app_edge", "batch -> server")].bytes_total == 20 * sum(range(1, 21))
+    assert {r.active_intervals for r in got.values()} == {20}
+    hourly = _rows(gold_rollups.traffic_hourly(silver), "src_workload", "records", "bytes_to_dst", "peak_srtt_us")
+    assert hourly == [("batch", 20, 20 * sum(range(1, 21)), 500), ("client", 40, 40 * sum(range(1, 21)), 120)]
