@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from flowlake.jobs.silver import event_ranges, ownership
+from flowlake.jobs.silver import event_ranges, heartbeats, ownership
 from flowlake.jobs.config import AttributionParams
 from tests.jobs.helpers import MIN, T0, event, events_df, flow, flows_df
 
@@ -147,7 +147,7 @@ def test_lag_margin_is_taken_off_only_before_another_workloads_assign(margin):
 
 
 def _runs(evidence):
-    return sorted(tuple(r) for r in ownership.heartbeat_runs(evidence, params=P)
+    return sorted(tuple(r) for r in heartbeats.heartbeat_runs(evidence, params=P)
                   .select("ip", "workload", "instance_id", "valid_from_ms", "valid_to_ms", "region").collect())
 
 
@@ -171,6 +171,6 @@ def test_heartbeat_evidence_summarised_per_bucket_gives_the_runs_of_every_point(
     every_point = (flows.select(F.col("local_ip").alias("ip"), F.col("local_workload").alias("workload"),
                                 "instance_id", F.col("first_start_ms").alias("first_ms"), "region",
                                 "availability_zone").withColumn("last_ms", F.col("first_ms")))
-    summarised = ownership.heartbeat_evidence(flows, max_gap_ms=P.heartbeat_max_gap_ms)
+    summarised = heartbeats.heartbeat_evidence(flows, max_gap_ms=P.heartbeat_max_gap_ms)
     assert summarised.count() < 0.6 * len(rows)  # the summary is what makes it cheap
     assert _runs(summarised) == _runs(every_point)
