@@ -111,11 +111,26 @@ def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
     return pc.take(pa.array(canon, type=pa.string()), pc.index_in(col, value_set=distinct))
 
 
+INSTANCE_MISMATCH = "instance_id differs from the key's instance= folder"
+_INSTANCE_FOLDER_RE = re.compile(r"/instance=([^/]+)/")
+
+
+def instance_mismatch(instance_ids: pa.ChunkedArray, key: str) -> pa.Array:
+    """Per row of one flow file: why its ``instance_id`` is not the key's ``instance=`` folder, or null."""
+    folder = m.group(1) if (m := _INSTANCE_FOLDER_RE.search(key)) else ""
+    differs = pc.fill_null(pc.not_equal(instance_ids, pa.scalar(folder, pa.string())), False)
+    if not pc.any(differs).as_py():
+        return pa.nulls(len(instance_ids), pa.string())
+    text = pc.binary_join_element_wise(f"{INSTANCE_MISMATCH} (", instance_ids, f" vs {folder})", "")
+    return pc.if_else(differs, text, pa.scalar(None, pa.string())).combine_chunks()
+
+
 def reader_ddl(kind: str) -> str:
     """Schema of :func:`read_files`' rows."""
     base = RAW_FLOW_DDL if kind == KIND_FLOWS else IP_EVENT_DDL
-    ips = "_local_ip_c string, _remote_ip_c string" if kind == KIND_FLOWS else "_ip_c string"
-    return f"{base}, source_file string, {ips}, _file_reason string"
+    if kind == KIND_FLOWS:
+        return f"{base}, source_file string, _local_ip_c string, _remote_ip_c string, _file_reason string, _row_reason string"
+    return f"{base}, source_file string, _ip_c string, _file_reason string"
 
 
 def read_keys(keys: Iterable[str], *, raw_root: str, kind: str,
@@ -123,14 +138,17 @@ def read_keys(keys: Iterable[str], *, raw_root: str, kind: str,
     """The rows of raw files as one Spark task reads them (:func:`reader_ddl`'s columns), in Arrow batches.
 
     Each file's rows come with ``source_file`` and canonical IPs; a file that cannot be read gives one
-    row with only ``source_file`` and ``_file_reason``. Files are concatenated into batches of up to
+    row with only ``source_file`` and ``_file_reason``. Flow rows whose ``instance_id`` is not the key's
+    ``instance=`` folder say so in ``_row_reason`` (worked out here, where the key is known: in Spark it
+    was a regular expression over every row's ``source_file``). Files are concatenated into batches of up to
     ``batch_rows`` rows and their IPs canonicalised once per batch (a small file's few hundred rows
     would each cost the JVM a batch, and a canonicalisation, of fixed overhead)."""
     schema = RAW_FLOW_SCHEMA if kind == KIND_FLOWS else IP_EVENT_SCHEMA
     ip_cols = ["local_ip", "remote_ip"] if kind == KIND_FLOWS else ["ip"]
     out_names = ddl_columns(reader_ddl(kind))
+    extra = [pa.field("_row_reason", pa.string())] if kind == KIND_FLOWS else []
     file_schema = pa.schema([*schema.remove_metadata(), pa.field("source_file", pa.string()),
-                             pa.field("_file_reason", pa.string())])
+                             pa.field("_file_reason", pa.string()), *extra])
     loc = resolve(raw_root)
 
     def one_file(key: str) -> pa.Table:
@@ -138,8 +156,10 @@ def read_keys(keys: Iterable[str], *, raw_root: str, kind: str,
         src = loc.uri(f"{loc.path}/{key}")
         if table is None:
             cols = [pa.nulls(1, f.type) for f in schema] + [pa.array([src]), pa.array([reason])]
+            cols += [pa.nulls(1, pa.string())] if extra else []
         else:
             cols = [*table.columns, pa.repeat(src, table.num_rows), pa.nulls(table.num_rows, pa.string())]
+            cols += [instance_mismatch(table.column("instance_id"), key)] if extra else []
         return pa.Table.from_arrays(cols, schema=file_schema)
 
     def batches_of(tables: list[pa.Table]) -> list[pa.RecordBatch]:

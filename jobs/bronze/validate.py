@@ -37,16 +37,6 @@ def flow_row_reason(*, now_ms: int, max_future_skew_ms: int) -> Column:
     return _first_reason(checks)
 
 
-INSTANCE_MISMATCH = "instance_id differs from the key's instance= folder"
-
-
-def instance_mismatch_reason() -> Column:
-    """A row whose instance_id is not the one its file's key names (``.../instance=<id>/...``)."""
-    folder = F.regexp_extract(F.col("source_file"), r"/instance=([^/]+)/", 1)
-    return F.when(F.col("instance_id") != folder,
-                  F.concat(F.lit(f"{INSTANCE_MISMATCH} ("), F.col("instance_id"), F.lit(" vs "), folder, F.lit(")")))
-
-
 def event_row_reason() -> Column:
     """Why an IP-event row is bad (null when it is good). Expects _ip_c."""
     return _first_reason([
@@ -66,14 +56,15 @@ def _any(conds: list[Column]) -> Column:
 
 
 def validate_flows(raw: DataFrame, *, now_ms: int, max_future_skew_ms: int) -> DataFrame:
-    """Reader rows (:func:`reader_ddl`) with canonical IPs, ``dt`` and ``_reason`` (null = good row)."""
+    """Reader rows (:func:`reader_ddl`) with canonical IPs, ``dt`` and ``_reason`` (null = good row).
+
+    A row's own faults come before its file's instance mismatch (``_row_reason``, from the reader)."""
     return (
         raw.withColumn("_reason", F.coalesce(
-            "_file_reason", flow_row_reason(now_ms=now_ms, max_future_skew_ms=max_future_skew_ms),
-            instance_mismatch_reason()))
+            "_file_reason", flow_row_reason(now_ms=now_ms, max_future_skew_ms=max_future_skew_ms), "_row_reason"))
         .withColumn("local_ip", F.col("_local_ip_c"))
         .withColumn("remote_ip", F.col("_remote_ip_c"))
-        .drop("_local_ip_c", "_remote_ip_c", "_file_reason")
+        .drop("_local_ip_c", "_remote_ip_c", "_file_reason", "_row_reason")
         .withColumn("dt", F.to_date(F.timestamp_millis("interval_start_ms")))
     )
 

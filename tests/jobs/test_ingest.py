@@ -184,6 +184,26 @@ def test_rows_naming_another_instance_than_the_key_are_quarantined(spark, dirs):
     assert os.path.exists(q["quarantine_path"]) and q["copy_error"] is None
 
 
+def test_instance_mismatch_is_found_per_row_by_the_reader_after_the_rows_own_faults(spark, tmp_path):
+    """A file under instance=i-a whose rows name i-a, i-b, and i-b with a negative counter: the reader
+    marks the two i-b rows (``_row_reason``), and a row's own fault is the reason it is bad before that."""
+    from flowlake.jobs.bronze.rawfiles import KIND_FLOWS, read_keys, reader_ddl
+    from flowlake.jobs.bronze.validate import validate_flows
+
+    raw = str(tmp_path / "raw")
+    rows = [flow(instance_id="i-a"), flow(instance_id="i-b", remote_port=1),
+            flow(instance_id="i-b", remote_port=2, bytes_sent=-1)]
+    key = raw_flow_key(instance_id="i-a", first_interval_start_ms=T0, seq=0)
+    os.makedirs(os.path.dirname(os.path.join(raw, key)), exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_FLOW_SCHEMA), os.path.join(raw, key))
+    got = pa.Table.from_batches(list(read_keys([key], raw_root=raw, kind=KIND_FLOWS)))
+    mismatch = "instance_id differs from the key's instance= folder (i-b vs i-a)"
+    assert got.column("_row_reason").to_pylist() == [None, mismatch, mismatch]
+    validated = validate_flows(spark.createDataFrame(got.to_pandas(), reader_ddl(KIND_FLOWS)),
+                               now_ms=T0 + 3_600_000, max_future_skew_ms=3_600_000)
+    assert [r["_reason"] for r in validated.orderBy("remote_port").collect()] == [mismatch, "negative counter", None]
+
+
 def test_a_reupload_under_a_new_seq_is_quarantined_as_a_duplicate(spark, dirs):
     """The sidecar uploaded seq 0, crashed before cleaning its spool, and uploads the same rows as seq 1."""
     raw, lake_root = dirs
@@ -311,4 +331,5 @@ def test_read_keys_concatenates_files_into_batches_and_canonicalises_each_batch(
         ("10.0.0.1", "10.0.0.9"), ("10.0.0.1", "10.0.0.2"), ("fe80::1", "10.0.0.2")]
     assert [r["source_file"].endswith(k) for r, k in zip(rows, [mapped, plain, plain, broken])] == [True] * 4
     assert [r["_file_reason"] is None for r in rows[:3]] == [True] * 3
+    assert [r["_row_reason"] for r in rows] == [None] * 4  # every row names its key's instance
     assert rows[3]["_file_reason"].startswith("not a readable Parquet file") and rows[3]["local_ip"] is None
