@@ -23,7 +23,8 @@ from flowlake.storage import Location, resolve
 KIND_FLOWS = "flows"
 KIND_EVENTS = "ip_events"
 RAW_KEY_RE = re.compile(
-    rf"^flows/v1/dt=(\d{{4}}-\d{{2}}-\d{{2}})/hr=([01]\d|2[0-3])/instance={INSTANCE_ID_PATTERN}/\d+-\d+\.parquet$"
+    rf"^flows/v1/dt=(\d{{4}}-\d{{2}}-\d{{2}})/hr=([01]\d|2[0-3])/instance=(?P<instance>{INSTANCE_ID_PATTERN})/"
+    rf"\d+-\d+\.parquet$"
 )
 EVENT_KEY_RE = re.compile(r"^ip_events/v1/dt=\d{4}-\d{2}-\d{2}/[A-Za-z0-9][A-Za-z0-9._=-]*\.(parquet|jsonl\.gz)$")
 FILES_PER_TASK = 64
@@ -112,12 +113,12 @@ def _canonical_array(col: pa.ChunkedArray) -> pa.Array:
 
 
 INSTANCE_MISMATCH = "instance_id differs from the key's instance= folder"
-_INSTANCE_FOLDER_RE = re.compile(r"/instance=([^/]+)/")
 
 
 def instance_mismatch(instance_ids: pa.ChunkedArray, key: str) -> pa.Array:
-    """Per row of one flow file: why its ``instance_id`` is not the key's ``instance=`` folder, or null."""
-    folder = m.group(1) if (m := _INSTANCE_FOLDER_RE.search(key)) else ""
+    """Per row of one flow file (its ``key`` follows the layout, :func:`key_reason`): why its
+    ``instance_id`` is not the key's ``instance=`` folder, or null."""
+    folder = RAW_KEY_RE.match(key).group("instance")
     differs = pc.fill_null(pc.not_equal(instance_ids, pa.scalar(folder, pa.string())), False)
     if not pc.any(differs).as_py():
         return pa.nulls(len(instance_ids), pa.string())
@@ -129,7 +130,8 @@ def reader_ddl(kind: str) -> str:
     """Schema of :func:`read_files`' rows."""
     base = RAW_FLOW_DDL if kind == KIND_FLOWS else IP_EVENT_DDL
     if kind == KIND_FLOWS:
-        return f"{base}, source_file string, _local_ip_c string, _remote_ip_c string, _file_reason string, _row_reason string"
+        return (f"{base}, source_file string, _local_ip_c string, _remote_ip_c string, _file_reason string, "
+                "_row_reason string")
     return f"{base}, source_file string, _ip_c string, _file_reason string"
 
 
@@ -139,10 +141,10 @@ def read_keys(keys: Iterable[str], *, raw_root: str, kind: str,
 
     Each file's rows come with ``source_file`` and canonical IPs; a file that cannot be read gives one
     row with only ``source_file`` and ``_file_reason``. Flow rows whose ``instance_id`` is not the key's
-    ``instance=`` folder say so in ``_row_reason`` (worked out here, where the key is known: in Spark it
-    was a regular expression over every row's ``source_file``). Files are concatenated into batches of up to
-    ``batch_rows`` rows and their IPs canonicalised once per batch (a small file's few hundred rows
-    would each cost the JVM a batch, and a canonicalisation, of fixed overhead)."""
+    ``instance=`` folder say so in ``_row_reason`` (worked out here, once per file, where the key is
+    known). Files are concatenated into batches of up to ``batch_rows`` rows and their IPs
+    canonicalised once per batch (a small file's few hundred rows would each cost the JVM a batch,
+    and a canonicalisation, of fixed overhead)."""
     schema = RAW_FLOW_SCHEMA if kind == KIND_FLOWS else IP_EVENT_SCHEMA
     ip_cols = ["local_ip", "remote_ip"] if kind == KIND_FLOWS else ["ip"]
     out_names = ddl_columns(reader_ddl(kind))
